@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything the demo and the tests need on a fresh machine:
+# system tools (Java keytool, OpenSSL), a virtualenv with the package and its dev extra,
+# and the pinned control-plane binaries (built once, cached outside the repository).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v keytool >/dev/null || need_apt+=(default-jdk-headless)
+command -v javac >/dev/null || need_apt+=(default-jdk-headless)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v go >/dev/null || need_apt+=(golang-go)
+if ((${#need_apt[@]})); then
+  echo "setup: installing ${need_apt[*]} from Debian" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [[ ! -f $stamp ]]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+if [[ ${SKIP_BINARIES:-0} != 1 ]]; then
+  hack/build-binaries.sh >&2
+fi
