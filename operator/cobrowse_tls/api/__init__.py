@@ -1,0 +1,1 @@
+"""Layer 1: the pydantic models of the CobrowseTLS resource and the CRD generated from them."""
