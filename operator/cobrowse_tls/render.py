@@ -1,0 +1,397 @@
+"""Layer 3: spec + source data -> the objects and files the operator writes. Pure.
+
+The same function serves the operator and ``cobrowse-tls render``, so both produce the same
+bytes. Every output is a function of the spec, the source bytes, the JKS password and the
+time (which only decides which CAs have expired): no random values, no generation numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cobrowse_tls import certs, truststores
+from cobrowse_tls.api import models
+
+MANAGER = "cobrowse-tls-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_OWNER = "tls.cobrowse.io/owner"
+ANNOTATION_INPUT_HASH = "tls.cobrowse.io/input-hash"
+
+CA_PEM = "ca.pem"
+TRUSTSTORE_JKS = "truststore.jks"
+TRUSTSTORE_PASSWORD = "truststore-password"
+SECURITY_CFG = "security.cfg"
+SETENV_SH = "setenv.sh"
+SETENV_BAT = "setenv.bat"
+SECRET_FILES = (CA_PEM, TRUSTSTORE_JKS, TRUSTSTORE_PASSWORD)
+CONFIG_FILES = (SECURITY_CFG, SETENV_SH, SETENV_BAT)
+ALL_FILES = SECRET_FILES + CONFIG_FILES
+
+# Condition reasons of TrustStoreReady that come from the inputs rather than the certificates.
+SOURCE_NOT_FOUND = "SourceNotFound"
+PASSWORD_NOT_FOUND = "PasswordNotFound"
+INVALID_PASSWORD = "InvalidPassword"
+
+_CONNECTION_MODES = {
+    models.ConnectionMode.TLS: "TLS",
+    models.ConnectionMode.UPGRADE: "UPGRADE",
+    models.ConnectionMode.UNSECURED: "UNSECURED",
+}
+
+
+class InvalidInput(Exception):
+    """An input that cannot give a usable output; ``reason`` is the condition reason.
+
+    ``where`` names the field or source (``spec.truststore.passwordSecretRef``,
+    ``secret genesys-ca key certificateCA.crt``); the message never holds secret material.
+    """
+
+    def __init__(self, reason: str, where: str, detail: str) -> None:
+        super().__init__(f"{where}: {detail}")
+        self.reason = reason
+        self.where = where
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceData:
+    """The bytes of one ``trustedCA.sources`` entry, fetched by the caller."""
+
+    label: str
+    data: bytes
+    password: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectData:
+    """The data the caller could find: Secrets and ConfigMaps of the CR's namespace, by name."""
+
+    secrets: Mapping[str, Mapping[str, bytes]]
+    config_maps: Mapping[str, Mapping[str, bytes]]
+
+
+def source_label(source: models.CertificateSource, index: int) -> str:
+    if source.secret is not None:
+        return f"secret {source.secret.name} key {source.secret.key}"
+    if source.config_map is not None:
+        return f"configMap {source.config_map.name} key {source.config_map.key}"
+    return f"spec.trustedCA.sources[{index}].inline"
+
+
+def referenced_secrets(tls: models.CobrowseTLS) -> list[str]:
+    """Names of the Secrets the spec reads (for watches and RBAC-friendly reads)."""
+    names: list[str] = []
+    if tls.spec.trusted_ca is not None:
+        names += [s.secret.name for s in tls.spec.trusted_ca.sources if s.secret is not None]
+    ref = tls.spec.truststore.password_secret_ref
+    if ref is not None and tls.spec.provider is models.Provider.JKS:
+        names.append(ref.name)
+    return sorted(set(names))
+
+
+def referenced_config_maps(tls: models.CobrowseTLS) -> list[str]:
+    if tls.spec.trusted_ca is None:
+        return []
+    return sorted({s.config_map.name for s in tls.spec.trusted_ca.sources if s.config_map})
+
+
+def resolve_sources(tls: models.CobrowseTLS, found: ObjectData) -> list[SourceData]:
+    """Pick each source's bytes out of the objects found; a missing one is SourceNotFound."""
+    if tls.spec.trusted_ca is None or tls.spec.provider is models.Provider.DISABLED:
+        return []
+    out: list[SourceData] = []
+    for index, source in enumerate(tls.spec.trusted_ca.sources):
+        label = source_label(source, index)
+        if source.inline is not None:
+            out.append(SourceData(label, source.inline.encode()))
+            continue
+        ref = source.secret or source.config_map
+        assert ref is not None  # the model guarantees exactly one of the three
+        kind = "secret" if source.secret is not None else "configMap"
+        objects = found.secrets if source.secret is not None else found.config_maps
+        if ref.name not in objects:
+            raise InvalidInput(SOURCE_NOT_FOUND, label, f"{kind} {ref.name!r} not found")
+        data = objects[ref.name]
+        if ref.key not in data:
+            raise InvalidInput(
+                SOURCE_NOT_FOUND, label, f"{kind} {ref.name!r} has no key {ref.key!r}"
+            )
+        password: bytes | None = None
+        if source.secret is not None and source.secret.password_key is not None:
+            pkey = source.secret.password_key
+            if pkey not in data:
+                raise InvalidInput(
+                    PASSWORD_NOT_FOUND, label, f"secret {ref.name!r} has no password key {pkey!r}"
+                )
+            password = data[pkey]
+        out.append(SourceData(label, data[ref.key], password))
+    return out
+
+
+def resolve_password(tls: models.CobrowseTLS, found: ObjectData) -> str | None:
+    """The JKS password named by passwordSecretRef, or None when the spec names none."""
+    ref = tls.spec.truststore.password_secret_ref
+    if tls.spec.provider is not models.Provider.JKS or ref is None:
+        return None
+    where = "spec.truststore.passwordSecretRef"
+    if ref.name not in found.secrets:
+        raise InvalidInput(PASSWORD_NOT_FOUND, where, f"secret {ref.name!r} not found")
+    if ref.key not in found.secrets[ref.name]:
+        raise InvalidInput(PASSWORD_NOT_FOUND, where, f"secret {ref.name!r} has no key {ref.key!r}")
+    return check_password(found.secrets[ref.name][ref.key], where)
+
+
+def check_password(raw: bytes, where: str) -> str:
+    # `echo secret > file` leaves a newline that is not part of the password.
+    text = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise InvalidInput(INVALID_PASSWORD, where, "the password is empty")
+    if "\ufffd" in text or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidInput(
+            INVALID_PASSWORD,
+            where,
+            "the password holds a line break, a control character or bytes that are not UTF-8",
+        )
+    if len(text) > 1024:
+        raise InvalidInput(INVALID_PASSWORD, where, "the password is longer than 1024 characters")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """Everything the operator writes for one CobrowseTLS, and what its status reports."""
+
+    files: dict[str, bytes]
+    secret: dict[str, Any] | None
+    config_map: dict[str, Any]
+    selection: certs.Selection
+    fingerprint: str
+    input_hash: str
+    aliases: tuple[str, ...]
+
+    def certificate_status(self) -> list[dict[str, str]]:
+        return [
+            {"alias": a, "subject": c.subject, "sha256": c.sha256, "notAfter": rfc3339(c.not_after)}
+            for a, c in zip(self.aliases, self.selection.certificates, strict=True)
+        ]
+
+
+def rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render(
+    tls: models.CobrowseTLS,
+    sources: Sequence[SourceData],
+    *,
+    password: str | None,
+    now: datetime,
+) -> Rendered:
+    """Render every output. Raises InvalidInput or certs.CertificateError on bad input."""
+    spec = tls.spec
+    provider = spec.provider
+    if provider is models.Provider.DISABLED:
+        selection = certs.Selection(certificates=(), expired=(), rejected_non_ca=())
+    else:
+        assert spec.trusted_ca is not None  # the model requires it unless Disabled
+        parsed: list[certs.CACertificate] = []
+        for source in sources:
+            parsed += certs.parse_source(source.data, source=source.label, password=source.password)
+        selection = certs.select(parsed, allow_non_ca=spec.trusted_ca.allow_non_ca, now=now)
+    chosen = selection.certificates
+    if provider is models.Provider.JKS:
+        if password is None:
+            raise InvalidInput(PASSWORD_NOT_FOUND, "spec.truststore", "no truststore password")
+        aliases = tuple(truststores.jks_aliases(spec.truststore.alias, len(chosen)))
+    else:
+        aliases = tuple(_plain_aliases(spec.truststore.alias, len(chosen)))
+
+    files: dict[str, bytes] = {}
+    if provider is not models.Provider.DISABLED:
+        files[CA_PEM] = truststores.pem_bundle(chosen)
+    if provider is models.Provider.JKS:
+        assert password is not None
+        files[TRUSTSTORE_JKS] = truststores.jks_truststore(
+            chosen, alias=spec.truststore.alias, password=password
+        )
+        files[TRUSTSTORE_PASSWORD] = password.encode()
+    files[SECURITY_CFG] = security_cfg(tls).encode()
+    files[SETENV_SH] = setenv_sh(tls).encode()
+    files[SETENV_BAT] = setenv_bat(tls).encode()
+
+    fingerprint = certs.fingerprint(chosen)
+    digest = input_hash(tls, fingerprint, password)
+    labels = {LABEL_MANAGED_BY: MANAGER, LABEL_OWNER: tls.metadata.name}
+    annotations = {ANNOTATION_INPUT_HASH: digest}
+    secret = None
+    if provider is not models.Provider.DISABLED:
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _metadata(tls, tls.truststore_secret_name, labels, annotations),
+            "type": "Opaque",
+            "data": {
+                k: base64.b64encode(v).decode("ascii")
+                for k, v in files.items()
+                if k in SECRET_FILES
+            },
+        }
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(tls, tls.security_config_map_name, labels, annotations),
+        "data": {k: v.decode() for k, v in files.items() if k in CONFIG_FILES},
+    }
+    return Rendered(
+        files=files,
+        secret=secret,
+        config_map=config_map,
+        selection=selection,
+        fingerprint=fingerprint,
+        input_hash=digest,
+        aliases=aliases,
+    )
+
+
+def _plain_aliases(base: str, count: int) -> list[str]:
+    # PEM and MSCAPI have no aliases of their own; the same names make status comparable.
+    return truststores.jks_aliases(base, count)
+
+
+def input_hash(tls: models.CobrowseTLS, fingerprint: str, password: str | None) -> str:
+    """sha256 over what decides the outputs: the spec, the certificate set, the password."""
+    material = {
+        "name": tls.metadata.name,
+        "spec": tls.spec.wire(),
+        "fingerprint": fingerprint,
+        # Mixed in as a digest so the hash changes with the password without carrying it.
+        "password": hashlib.sha256(password.encode()).hexdigest() if password else None,
+    }
+    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _metadata(
+    tls: models.CobrowseTLS, name: str, labels: dict[str, str], annotations: dict[str, str]
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if tls.metadata.namespace:
+        meta["namespace"] = tls.metadata.namespace
+    meta["labels"] = dict(labels)
+    meta["annotations"] = dict(annotations)
+    if tls.metadata.uid:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": models.API_VERSION,
+                "kind": models.KIND,
+                "name": tls.metadata.name,
+                "uid": tls.metadata.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return meta
+
+
+# ---- option files ---------------------------------------------------------------------------
+
+
+def trusted_ca_path(tls: models.CobrowseTLS, *, windows: bool = False) -> str:
+    """The trusted-ca option: where the store is mounted in the workload, or '' if none."""
+    provider = tls.spec.provider
+    if provider not in (models.Provider.PEM, models.Provider.JKS):
+        return ""
+    filename = CA_PEM if provider is models.Provider.PEM else TRUSTSTORE_JKS
+    if windows:
+        return tls.spec.truststore.windows_mount_path + "\\" + filename
+    return tls.spec.truststore.mount_path + "/" + filename
+
+
+def _provider_value(tls: models.CobrowseTLS) -> str:
+    provider = tls.spec.provider
+    return "" if provider is models.Provider.DISABLED else provider.value
+
+
+def security_cfg(tls: models.CobrowseTLS) -> str:
+    """The [security] section in the INI form Genesys configuration import reads."""
+    lines = ["[security]", f"provider={_provider_value(tls)}"]
+    if trusted_ca_path(tls):
+        lines.append(f"trusted-ca={trusted_ca_path(tls)}")
+    return "\n".join(lines) + "\n"
+
+
+def _variables(tls: models.CobrowseTLS, *, windows: bool) -> list[tuple[str, str]]:
+    spec = tls.spec
+    out: list[tuple[str, str]] = []
+    if spec.config_server is not None:
+        cs = spec.config_server
+        out += [("PRIMARY_CFGSERVER_HOST", cs.host), ("PRIMARY_CFGSERVER_PORT", str(cs.port))]
+        if cs.backup_host is not None and cs.backup_port is not None:
+            out += [
+                ("BACKUP_CFGSERVER_HOST", cs.backup_host),
+                ("BACKUP_CFGSERVER_PORT", str(cs.backup_port)),
+            ]
+        out.append(("PRIMARY_CFGSERVER_CONNECTION_MODE", _CONNECTION_MODES[cs.connection_mode]))
+    out += [
+        ("APP_NAME", spec.application.name),
+        ("PROVIDER", _provider_value(tls)),
+        ("TRUSTED_CA", trusted_ca_path(tls, windows=windows)),
+    ]
+    return out
+
+
+def sh_quote(value: str) -> str:
+    """Single-quote for POSIX sh: nothing inside single quotes is special but the quote."""
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+# Inside `set "NAME=value"` cmd.exe still expands %...% (and !...! with delayed expansion),
+# and a double quote ends the quoting: such values cannot be written safely at all.
+_BAT_UNSAFE = set('"%!\r\n\x00')
+
+
+def bat_quote(name: str, value: str) -> str:
+    bad = sorted(_BAT_UNSAFE & set(value)) or [c for c in value if ord(c) < 32]
+    if bad:
+        raise InvalidInput(
+            "InvalidSpec", name, f"value holds characters cmd.exe cannot quote: {bad!r}"
+        )
+    return f'set "{name}={value}"'
+
+
+def setenv_sh(tls: models.CobrowseTLS) -> str:
+    lines = [
+        f"# Generated by cobrowse-tls-operator from CobrowseTLS {tls.metadata.name}: do not edit.",
+        "# Source it from the Co-browse server directory: . ./setenv.sh",
+    ]
+    names = []
+    for name, value in _variables(tls, windows=False):
+        lines.append(f"{name}={sh_quote(value)}")
+        names.append(name)
+    if tls.spec.provider is models.Provider.JKS:
+        path = tls.spec.truststore.mount_path + "/" + TRUSTSTORE_PASSWORD
+        lines.append("# The password stays in the mounted Secret; this file holds none.")
+        lines.append(f'TRUSTSTORE_PASSWORD="$(cat {sh_quote(path)})"')
+        names.append("TRUSTSTORE_PASSWORD")
+    lines.append("export " + " ".join(names))
+    return "\n".join(lines) + "\n"
+
+
+def setenv_bat(tls: models.CobrowseTLS) -> str:
+    lines = [
+        "@rem Generated by cobrowse-tls-operator from CobrowseTLS "
+        f"{tls.metadata.name}: do not edit.",
+        "@rem Call it from the Co-browse server directory: call setenv.bat",
+    ]
+    lines += [bat_quote(name, value) for name, value in _variables(tls, windows=True)]
+    if tls.spec.provider is models.Provider.JKS:
+        path = tls.spec.truststore.windows_mount_path + "\\" + TRUSTSTORE_PASSWORD
+        lines.append("@rem The password stays in the mounted Secret; this file holds none.")
+        lines.append(f'set /p TRUSTSTORE_PASSWORD=<"{path}"')
+    return "\r\n".join(lines) + "\r\n"
