@@ -197,7 +197,7 @@ def render(
     spec = tls.spec
     provider = spec.provider
     if provider is models.Provider.DISABLED:
-        selection = certs.Selection(certificates=(), expired=(), rejected_non_ca=())
+        selection = certs.Selection(certificates=(), expired=(), non_ca=())
     else:
         assert spec.trusted_ca is not None  # the model requires it unless Disabled
         parsed: list[certs.CACertificate] = []

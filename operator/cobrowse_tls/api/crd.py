@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from cobrowse_tls.api import models
+from cobrowse_tls.api import base, models
 
 CRD_NAME = f"{models.PLURAL}.{models.GROUP}"
 CRD_FILE = f"crds/{CRD_NAME}.yaml"
@@ -60,7 +60,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def _schema_of(model: type[models.base.Model]) -> dict[str, Any]:
+def _schema_of(model: type[base.Model]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     result: dict[str, Any] = _structural(raw, defs)

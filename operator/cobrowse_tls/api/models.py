@@ -539,9 +539,9 @@ class CobrowseTLS(base.Model):
     model_config = pydantic.ConfigDict(extra="ignore")
 
     api_version: Literal["tls.cobrowse.io/v1alpha1"] = pydantic.Field(
-        default=API_VERSION, alias="apiVersion"
+        default="tls.cobrowse.io/v1alpha1", alias="apiVersion"
     )
-    kind: Literal["CobrowseTLS"] = KIND
+    kind: Literal["CobrowseTLS"] = "CobrowseTLS"
     metadata: ObjectMeta
     spec: CobrowseTLSSpec
     status: CobrowseTLSStatus | None = None
