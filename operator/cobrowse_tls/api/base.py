@@ -73,12 +73,16 @@ HOST_MESSAGE = "must be an RFC 1123 host name or an IP address"
 
 
 def _check_host(value: str) -> str:
-    if len(value) <= 253 and _HOSTNAME.match(value):
+    # fullmatch: `$` alone would let a trailing newline through. No IPv6 zone (`fe80::1%eth0`):
+    # the API server's isIP() rejects zones, and a zone may hold any character.
+    if len(value) <= 253 and _HOSTNAME.fullmatch(value):
         return value
     try:
         ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"{value!r} {HOST_MESSAGE}") from None
+    if "%" in value:
+        raise ValueError(f"{value!r} {HOST_MESSAGE} (IPv6 zones are not allowed)")
     return value
 
 
@@ -97,7 +101,8 @@ Host = Annotated[
     ),
 ]
 
-Port = Annotated[int, pydantic.Field(ge=1, le=65535)]
+# strict: as in the CRD (type integer), `true` or "8889" is not a port.
+Port = Annotated[int, pydantic.Field(ge=1, le=65535, strict=True)]
 
 # Kubernetes object names (DNS subdomain) and data keys.
 DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
