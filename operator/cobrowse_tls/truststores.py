@@ -16,15 +16,18 @@ __all__ = ["jks_aliases", "jks_truststore", "pem_bundle"]
 
 
 def _comment(text: str) -> str:
-    # Subjects come from the input; keep each comment on one printable line so that no
-    # subject can end the comment early or smuggle a PEM marker into the bundle.
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    # Subjects come from the input: keep each comment on one line so that no subject can end
+    # the comment early or smuggle a PEM marker into the bundle, and keep the bundle ASCII
+    # (as certifi's is) for consumers that do not expect UTF-8: escape like certifi does.
+    return "".join(
+        ch if " " <= ch <= "~" else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def pem_bundle(certs: Sequence[CACertificate]) -> bytes:
     """The PEM bundle: each certificate preceded by ``# subject:`` and ``# sha256:`` lines.
 
-    LF line endings and a trailing newline; readable by ``openssl -CAfile`` and Java's
+    ASCII only, LF line endings and a trailing newline; readable by ``openssl -CAfile`` and Java's
     ``CertificateFactory`` (both skip text outside the PEM blocks).
     """
     parts = [

@@ -65,8 +65,22 @@ def test_pem_bundle_subject_cannot_break_out_of_comment(pki: p.PKI) -> None:
     (cert,) = parse_source(evil.pem, source="s")
     bundle = pem_bundle([cert])
     assert bundle.count(b"\n") == 2 + cert.pem.count("\n")
-    assert b"x\\x0a-----END CERTIFICATE-----\\x0a# sha256: 00" in bundle
+    assert b"x\\n-----END CERTIFICATE-----\\n# sha256: 00" in bundle
     assert [c.der for c in parse_source(bundle, source="b")] == [evil.der]
+
+
+def test_pem_bundle_is_ascii_with_escaped_non_ascii_subjects(pki: p.PKI) -> None:
+    hungarian = p.make_cert(
+        "NetLock Arany (Class Gold) F\u0151tan\u00fas\u00edtv\u00e1ny \U0001f512",
+        not_before=pki.now - p.DAY,
+        not_after=pki.now + p.DAY,
+    )
+    bundle = pem_bundle(parse_source(hungarian.pem, source="s"))
+    bundle.decode("ascii")
+    assert (
+        b"# subject: CN=NetLock Arany (Class Gold) F\\u0151tan\\xfas\\xedtv\\xe1ny \\U0001f512,"
+        in bundle
+    )
 
 
 def test_pem_bundle_empty() -> None:
