@@ -75,7 +75,7 @@ def open_api_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "tls.cobrowse.io/v1alpha1"},
             "kind": {"type": "string", "description": "CobrowseTLS"},
-            "metadata": {"type": "object"},
+            "metadata": {"type": "object", "description": "Standard object metadata."},
             "spec": _schema_of(models.CobrowseTLSSpec),
             "status": _schema_of(models.CobrowseTLSStatus),
         },

@@ -1,0 +1,27 @@
+"""Fixtures of the unit tests (the certificates themselves come from ``tests/pki.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from builders import Doc, secret_doc, tls_doc
+
+import pki as pki_module
+
+JKS_PASSWORD = b"s3cret-Password"
+
+
+@pytest.fixture
+def standard_inputs(pki: pki_module.PKI) -> Callable[..., list[Doc]]:
+    """``standard_inputs(provider, **spec)``: a CobrowseTLS plus the Secrets it reads."""
+
+    def build(provider: str = "PEM", **spec: Any) -> list[Doc]:
+        return [
+            secret_doc("genesys-ca", {"ca.crt": pki_module.pem(pki.root)}),
+            secret_doc("jks-password", {"password": JKS_PASSWORD}),
+            tls_doc(provider, **spec),
+        ]
+
+    return build
