@@ -1,0 +1,248 @@
+"""The operator's engine between kopf's watch streams and the reconciler.
+
+kopf delivers events; this module keeps the latest body of every CobrowseTLS, an index from
+each source Secret/ConfigMap to the CRs that read it (so a changed source finds its CRs without
+a scan), and a de-duplicating work queue (a key queued twice runs once; a key changed while it
+runs runs again after). Reconciles run in threads because the Kubernetes client is blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from cobrowse_tls import kube, metrics, reconciler, render
+
+log = logging.getLogger("cobrowse_tls.controller")
+
+SourceRef = tuple[str, str, str]  # (kind, namespace, name)
+
+
+def key_of(obj: Mapping[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta.get('namespace')}/{meta['name']}"
+
+
+class WorkQueue:
+    """Keys to process, each at most once at a time, with delayed re-adds for retries."""
+
+    def __init__(self, process: Callable[[str], Awaitable[float | None]], workers: int) -> None:
+        self._process = process
+        self._workers = workers
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._active: set[str] = set()
+        self._dirty: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def add(self, key: str, delay: float = 0.0) -> None:
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            if key not in self._timers:
+                self._timers[key] = loop.call_later(delay, self._fire, key)
+            return
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+            self._active.add(key)
+            retry: float | None = None
+            try:
+                retry = await self._process(key)
+            finally:
+                self._active.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.add(key)
+            elif retry is not None:
+                self.add(key, retry)
+
+
+class Controller:
+    def __init__(
+        self,
+        client: kube.Client,
+        settings: reconciler.Settings,
+        *,
+        workers: int = 4,
+        resync_seconds: float = 300.0,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.resync_seconds = resync_seconds
+        self.queue = WorkQueue(self._process, workers)
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self._refs: dict[str, set[SourceRef]] = {}
+        self._index: dict[SourceRef, set[str]] = {}
+        self._seen: dict[str, tuple[Any, ...]] = {}
+        self._failures: dict[str, int] = {}
+        self._gauged: set[str] = set()
+        self._resync_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.queue.start()
+        self._resync_task = asyncio.create_task(self._resync())
+
+    async def stop(self) -> None:
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resync_task
+        await self.queue.stop()
+
+    async def _resync(self) -> None:
+        # Level-based safety net and the periodic expiry check: every CR, every period.
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            for key in list(self.bodies):
+                self.queue.add(key)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def on_cobrowse_tls(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
+        key = key_of(obj)
+        if event_type == "DELETED":
+            self.bodies.pop(key, None)
+            self._seen.pop(key, None)
+            self._failures.pop(key, None)
+            self._set_refs(key, set())
+            if key in self._gauged:
+                self._gauged.discard(key)
+                metrics.CERTIFICATE_EXPIRY.remove(*key.split("/", 1))
+            return
+        body = dict(obj)
+        self.bodies[key] = body
+        self._set_refs(key, _source_refs(body))
+        meta = body.get("metadata", {})
+        # Our own status writes come back as events too; they need no reconcile.
+        fingerprint = (
+            meta.get("generation"),
+            tuple(sorted((meta.get("labels") or {}).items())),
+            tuple(sorted(_own_annotations(meta).items())),
+            meta.get("deletionTimestamp"),
+        )
+        if self._seen.get(key) != fingerprint:
+            self._seen[key] = fingerprint
+            self.queue.add(key)
+
+    def on_source(self, kind: str, event_type: str | None, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        namespace, name = meta.get("namespace"), meta.get("name")
+        for key in self._index.get((kind, namespace, name), ()):
+            self.queue.add(key)
+        labels = meta.get("labels") or {}
+        if labels.get(render.LABEL_MANAGED_BY) == render.MANAGER and render.LABEL_OWNER in labels:
+            # One of our outputs changed or vanished: reconcile its owner to repair drift.
+            owner = f"{namespace}/{labels[render.LABEL_OWNER]}"
+            if owner in self.bodies:
+                self.queue.add(owner)
+
+    def _set_refs(self, key: str, refs: set[SourceRef]) -> None:
+        for ref in self._refs.pop(key, set()) - refs:
+            keys = self._index.get(ref)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._index[ref]
+        for ref in refs:
+            self._index.setdefault(ref, set()).add(key)
+        if refs:
+            self._refs[key] = refs
+
+    # -- work -----------------------------------------------------------------------------
+
+    async def _process(self, key: str) -> float | None:
+        body = self.bodies.get(key)
+        if body is None:
+            return None
+        started = time.perf_counter()
+        try:
+            outcome = await asyncio.to_thread(
+                reconciler.reconcile, self.client, body, self.settings, datetime.now(UTC)
+            )
+        except kube.KubeError as exc:
+            metrics.RECONCILES.labels("error").inc()
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            backoff = min(60.0, 0.5 * float(2 ** min(failures, 7)))
+            delay = backoff * (0.5 + random.random())  # jitter spreads retries of many CRs
+            log.warning("%s: reconcile failed (%s); retry in %.1fs", key, exc, delay)
+            return delay
+        except Exception:
+            metrics.RECONCILES.labels("error").inc()
+            log.exception("%s: reconcile crashed; retry in 30s", key)
+            return 30.0
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        self._failures.pop(key, None)
+        metrics.RECONCILES.labels(outcome.result).inc()
+        if outcome.writes:
+            metrics.API_WRITES.inc(outcome.writes)
+        current = self.bodies.get(key)
+        if current is not None and outcome.status is not None:
+            # Until the watch delivers our status write, remember it: a reconcile in between
+            # must not see the old status and write the same new one again.
+            current["status"] = {**(current.get("status") or {}), **outcome.status}
+        if outcome.earliest_expiry is not None:
+            namespace, name = key.split("/", 1)
+            metrics.CERTIFICATE_EXPIRY.labels(namespace, name).set(
+                outcome.earliest_expiry.timestamp()
+            )
+            self._gauged.add(key)
+        return None
+
+
+def _own_annotations(meta: Mapping[str, Any]) -> dict[str, str]:
+    # kopf's and kubectl's bookkeeping annotations do not change what we render.
+    skip = ("kopf.zalando.org/", "kubectl.kubernetes.io/last-applied-configuration")
+    return {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(skip)}
+
+
+def _source_refs(body: Mapping[str, Any]) -> set[SourceRef]:
+    """Secrets and ConfigMaps the CR reads, from the raw spec (valid or not)."""
+    namespace = body.get("metadata", {}).get("namespace")
+    spec = body.get("spec") or {}
+    refs: set[SourceRef] = set()
+    for source in (spec.get("trustedCA") or {}).get("sources") or ():
+        if not isinstance(source, dict):
+            continue
+        if isinstance(source.get("secret"), dict) and source["secret"].get("name"):
+            refs.add(("Secret", namespace, source["secret"]["name"]))
+        if isinstance(source.get("configMap"), dict) and source["configMap"].get("name"):
+            refs.add(("ConfigMap", namespace, source["configMap"]["name"]))
+    ref = (spec.get("truststore") or {}).get("passwordSecretRef")
+    if isinstance(ref, dict) and ref.get("name"):
+        refs.add(("Secret", namespace, ref["name"]))
+    return refs

@@ -1,0 +1,211 @@
+"""Layer 4: the only module that talks to the Kubernetes API.
+
+Everything comes back as plain dicts (the API's JSON), whatever the generated client's model
+classes look like in a given release: every call asks for the raw response.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client import exceptions as k8s_exceptions
+
+from cobrowse_tls.api import models
+
+FIELD_MANAGER = "cobrowse-tls-operator"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+TIMEOUT = (5, 30)  # connect, read (seconds)
+
+
+class KubeError(Exception):
+    """An API call failed; ``status`` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+def _raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        response = call(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
+    except k8s_exceptions.ApiException as exc:
+        message = exc.reason or ""
+        with contextlib.suppress(ValueError, AttributeError):
+            message = json.loads(exc.body or b"{}").get("message", message)
+        raise KubeError(int(exc.status or 0), str(message)) from None
+    except OSError as exc:  # connection refused, TLS, timeouts (urllib3 errors are OSErrors)
+        raise KubeError(0, f"API server not reachable: {exc}") from None
+    except Exception as exc:  # urllib3's MaxRetryError and friends are not all OSErrors
+        if type(exc).__module__.startswith("urllib3"):
+            raise KubeError(0, f"API server not reachable: {exc}") from None
+        raise
+    return json.loads(response.data or b"null")
+
+
+def _optional(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+    try:
+        result: dict[str, Any] = _raw(call, *args, **kwargs)
+    except KubeError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return result
+
+
+def decode_data(obj: Mapping[str, Any] | None) -> dict[str, bytes]:
+    """The data of a Secret (base64) or a ConfigMap (data + binaryData), as bytes."""
+    if obj is None:
+        return {}
+    out: dict[str, bytes] = {}
+    if obj.get("kind") == "Secret":
+        for key, value in (obj.get("data") or {}).items():
+            out[key] = base64.b64decode(value)
+        return out
+    for key, value in (obj.get("data") or {}).items():
+        out[key] = str(value).encode()
+    for key, value in (obj.get("binaryData") or {}).items():
+        out[key] = base64.b64decode(value)
+    return out
+
+
+def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient from a kubeconfig, or the in-cluster service account when there is none."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    except (kubernetes.config.ConfigException, OSError, TypeError):
+        if kubeconfig:
+            raise
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    # Many CRs reconcile in parallel threads; the default pool of 4 would serialize them.
+    configuration.connection_pool_maxsize = 32
+    return kubernetes.client.ApiClient(configuration)
+
+
+class Client:
+    """Typed-enough access to the objects the operator reads and writes."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.apps = kubernetes.client.AppsV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._lock = threading.Lock()
+        self.writes = 0  # counted for metrics and benchmarks: the idle target is zero
+
+    def _wrote(self) -> None:
+        with self._lock:
+            self.writes += 1
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _optional(self.core.read_namespaced_secret, name, namespace)
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _optional(self.core.read_namespaced_config_map, name, namespace)
+
+    def get_cobrowse_tls(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _optional(
+            self.custom.get_namespaced_custom_object,
+            models.GROUP,
+            models.VERSION,
+            namespace,
+            models.PLURAL,
+            name,
+        )
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply of a core/v1 Secret or ConfigMap, or an apps/v1 object."""
+        meta = obj["metadata"]
+        kind = obj["kind"]
+        calls: dict[str, Callable[..., Any]] = {
+            "Secret": self.core.patch_namespaced_secret,
+            "ConfigMap": self.core.patch_namespaced_config_map,
+            "DaemonSet": self.apps.patch_namespaced_daemon_set,
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "StatefulSet": self.apps.patch_namespaced_stateful_set,
+        }
+        self._wrote()
+        result: dict[str, Any] = _raw(
+            calls[kind],
+            meta["name"],
+            meta["namespace"],
+            dict(obj),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+        )
+        return result
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self._wrote()
+        _raw(
+            self.custom.patch_namespaced_custom_object_status,
+            models.GROUP,
+            models.VERSION,
+            namespace,
+            models.PLURAL,
+            name,
+            {"status": dict(status)},
+            _content_type=MERGE,
+        )
+
+    def create_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        type_: str,
+        reason: str,
+        message: str,
+        now: datetime | None = None,
+    ) -> None:
+        meta = involved["metadata"]
+        stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{secrets.token_hex(8)}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", models.API_VERSION),
+                "kind": involved.get("kind", models.KIND),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        self._wrote()
+        _raw(self.core.create_namespaced_event, meta["namespace"], event)

@@ -1,0 +1,299 @@
+"""One reconcile of one CobrowseTLS: fetch inputs, call the pure core, apply, report.
+
+Level-based: it looks only at what is there now (the CR, its sources, its outputs) and writes
+only what differs, so running it again with nothing changed performs no write at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import pydantic
+
+from cobrowse_tls import certs, conditions, kube, render
+from cobrowse_tls.api import models
+
+log = logging.getLogger("cobrowse_tls.reconciler")
+
+SOURCE_FORBIDDEN = "SourceForbidden"
+OUTPUT_CONFLICT = "OutputConflict"
+INVALID_SPEC = "InvalidSpec"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    expiry_window: timedelta = timedelta(days=30)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What happened, for metrics and the work queue."""
+
+    result: str  # "ok", "invalid" (bad input reported in status) or "error"
+    writes: int = 0
+    earliest_expiry: datetime | None = None
+    rendered: render.Rendered | None = None
+    status: dict[str, Any] | None = None  # the status now on the object
+
+
+def _key(body: Mapping[str, Any]) -> str:
+    return f"{body['metadata'].get('namespace')}/{body['metadata']['name']}"
+
+
+def fetch_sources(client: kube.Client, tls: models.CobrowseTLS) -> render.ObjectData:
+    namespace = tls.metadata.namespace or "default"
+    found_secrets: dict[str, dict[str, bytes]] = {}
+    found_maps: dict[str, dict[str, bytes]] = {}
+    for name in render.referenced_secrets(tls):
+        try:
+            obj = client.get_secret(namespace, name)
+        except kube.KubeError as exc:
+            if exc.status == 403:
+                raise render.InvalidInput(
+                    SOURCE_FORBIDDEN, f"secret {name}", "the operator may not read it"
+                ) from None
+            raise
+        if obj is not None:
+            found_secrets[name] = kube.decode_data(obj)
+    for name in render.referenced_config_maps(tls):
+        try:
+            obj = client.get_config_map(namespace, name)
+        except kube.KubeError as exc:
+            if exc.status == 403:
+                raise render.InvalidInput(
+                    SOURCE_FORBIDDEN, f"configMap {name}", "the operator may not read it"
+                ) from None
+            raise
+        if obj is not None:
+            found_maps[name] = kube.decode_data(obj)
+    return render.ObjectData(secrets=found_secrets, config_maps=found_maps)
+
+
+def _owned_by(obj: Mapping[str, Any], tls: models.CobrowseTLS) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return bool(
+        labels.get(render.LABEL_MANAGED_BY) == render.MANAGER
+        and labels.get(render.LABEL_OWNER) == tls.metadata.name
+    )
+
+
+def jks_password(
+    tls: models.CobrowseTLS, found: render.ObjectData, existing: Mapping[str, Any] | None
+) -> str | None:
+    """The password named by the spec; else the one kept in our Secret; else a new one."""
+    named = render.resolve_password(tls, found)
+    if named is not None or tls.spec.provider is not models.Provider.JKS:
+        return named
+    if existing is not None and _owned_by(existing, tls):
+        kept = kube.decode_data(existing).get(render.TRUSTSTORE_PASSWORD)
+        if kept:
+            try:
+                return render.check_password(kept, "truststore Secret")
+            except render.InvalidInput:
+                log.warning(
+                    "%s: kept truststore password unusable; generating a new one",
+                    _key(
+                        {
+                            "metadata": {
+                                "namespace": tls.metadata.namespace,
+                                "name": tls.metadata.name,
+                            }
+                        }
+                    ),
+                )
+    # Generated once: from now on it is read back from the Secret above.
+    return secrets.token_urlsafe(32)
+
+
+def needs_apply(existing: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
+    """True when the live object differs from what we would write (also repairs drift)."""
+    if existing is None:
+        return True
+    meta, want = existing.get("metadata", {}), desired["metadata"]
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    if any(labels.get(k) != v for k, v in want.get("labels", {}).items()):
+        return True
+    if any(annotations.get(k) != v for k, v in want.get("annotations", {}).items()):
+        return True
+    owners = {ref.get("uid") for ref in meta.get("ownerReferences") or ()}
+    if any(ref["uid"] not in owners for ref in want.get("ownerReferences", ())):
+        return True
+    if (existing.get("data") or {}) != desired.get("data", {}):
+        return True
+    return bool(existing.get("binaryData"))
+
+
+def _status_part(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    status = status or {}
+    keys = ("observedGeneration", "conditions", "trustStore")
+    return {k: status[k] for k in keys if k in status}
+
+
+def trust_store_status(tls: models.CobrowseTLS, rendered: render.Rendered) -> dict[str, Any]:
+    chosen = rendered.selection.certificates
+    out: dict[str, Any] = {
+        "configMapName": tls.security_config_map_name,
+        "fingerprint": rendered.fingerprint,
+        "count": len(chosen),
+        "certificates": rendered.certificate_status(),
+    }
+    if rendered.secret is not None:
+        out["secretName"] = tls.truststore_secret_name
+    if chosen:
+        out["expires"] = render.rfc3339(min(c.not_after for c in chosen))
+    return out
+
+
+def _outputs_conflict(
+    tls: models.CobrowseTLS, existing: list[Mapping[str, Any] | None]
+) -> render.InvalidInput | None:
+    for obj in existing:
+        if obj is not None and not _owned_by(obj, tls):
+            kind, name = obj.get("kind", "object"), obj["metadata"]["name"]
+            return render.InvalidInput(
+                OUTPUT_CONFLICT,
+                f"{kind} {name}",
+                "exists and is not managed by this CobrowseTLS; delete or rename it,"
+                " or set spec.truststore.secretName",
+            )
+    return None
+
+
+def reconcile(
+    client: kube.Client, body: Mapping[str, Any], settings: Settings, now: datetime
+) -> Outcome:
+    """Reconcile one CobrowseTLS given as the API's dict. Raises kube.KubeError to retry."""
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    previous = body.get("status") or {}
+    namespace = meta.get("namespace") or "default"
+    try:
+        tls = models.parse(body)
+    except pydantic.ValidationError as exc:
+        # The CRD schema normally stops this; objects from an older schema can still get here.
+        err = exc.errors()[0]
+        where = "spec." + ".".join(str(p) for p in err["loc"][1:])
+        msg = err["msg"].removeprefix("Value error, ")
+        observations = [
+            conditions.Observation(
+                conditions.TRUST_STORE_READY, False, INVALID_SPEC, f"{where}: {msg}"
+            )
+        ]
+        _, status = _report(client, body, previous, observations, None, now, generation)
+        return Outcome("invalid", status=status)
+
+    writes = 0
+    existing_secret = client.get_secret(namespace, tls.truststore_secret_name)
+    existing_map = client.get_config_map(namespace, tls.security_config_map_name)
+    rendered: render.Rendered | None = None
+    try:
+        conflict = _outputs_conflict(tls, [existing_secret, existing_map])
+        if conflict is not None:
+            raise conflict
+        found = fetch_sources(client, tls)
+        sources = render.resolve_sources(tls, found)
+        password = jks_password(tls, found, existing_secret)
+        rendered = render.render(tls, sources, password=password, now=now)
+    except render.InvalidInput as exc:
+        error = conditions.Observation(
+            conditions.TRUST_STORE_READY, False, exc.reason, f"{exc.where}: {exc.detail}"
+        )
+    except certs.CertificateError as exc:
+        error = conditions.Observation(
+            conditions.TRUST_STORE_READY, False, exc.reason, f"{exc.source}: {exc.detail}"
+        )
+    if rendered is None:
+        # Bad input: the last good outputs stay exactly as they are, nothing restarts.
+        kept = [error]
+        old_valid = conditions.find(previous.get("conditions"), conditions.CERTIFICATES_VALID)
+        if old_valid is not None:
+            kept.append(_observation(old_valid))
+        _, status = _report(
+            client, body, previous, kept, previous.get("trustStore"), now, generation
+        )
+        return Outcome("invalid", status=status)
+
+    to_write = []
+    if rendered.secret is not None and needs_apply(existing_secret, rendered.secret):
+        to_write.append(rendered.secret)
+    if needs_apply(existing_map, rendered.config_map):
+        to_write.append(rendered.config_map)
+    for obj in to_write:
+        client.apply(obj)
+        writes += 1
+    if to_write:
+        names = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in to_write)
+        _event(client, body, "Normal", "OutputsWritten", f"wrote {names} ({rendered.input_hash})")
+        writes += 1
+
+    observations = [
+        conditions.Observation(
+            conditions.TRUST_STORE_READY,
+            True,
+            "Rendered",
+            f"{len(rendered.selection.certificates)} CA certificate(s), {rendered.fingerprint}",
+        )
+        if tls.spec.provider is not models.Provider.DISABLED
+        else conditions.Observation(
+            conditions.TRUST_STORE_READY, True, "Rendered", "provider Disabled: TLS off"
+        ),
+        conditions.certificate_validity(rendered.selection, now=now, window=settings.expiry_window),
+    ]
+    reported, status = _report(
+        client, body, previous, observations, trust_store_status(tls, rendered), now, generation
+    )
+    writes += reported
+    chosen = rendered.selection.certificates
+    earliest = min((c.not_after for c in chosen), default=None)
+    return Outcome("ok", writes=writes, earliest_expiry=earliest, rendered=rendered, status=status)
+
+
+def _observation(cond: Mapping[str, Any]) -> conditions.Observation:
+    status = {"True": True, "False": False}.get(str(cond.get("status")))
+    return conditions.Observation(
+        str(cond["type"]), status, str(cond.get("reason", "")), str(cond.get("message", ""))
+    )
+
+
+def _event(client: kube.Client, body: Mapping[str, Any], type_: str, reason: str, msg: str) -> None:
+    try:
+        client.create_event(body, type_=type_, reason=reason, message=msg)
+    except kube.KubeError as exc:
+        # An event lost is not worth a retry of the whole reconcile.
+        log.warning("%s: event %s not posted: %s", _key(body), reason, exc)
+
+
+def _report(
+    client: kube.Client,
+    body: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    observations: list[conditions.Observation],
+    trust_store: Mapping[str, Any] | None,
+    now: datetime,
+    generation: int | None,
+) -> tuple[int, dict[str, Any]]:
+    """Write status (only if it changed) and an event per condition transition."""
+    conds, transitions = conditions.merge(
+        previous.get("conditions"), observations, now=now, generation=generation
+    )
+    status: dict[str, Any] = {"conditions": conds}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    if trust_store is not None:
+        status["trustStore"] = dict(trust_store)
+    writes = 0
+    if status != _status_part(previous):
+        client.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], status)
+        writes += 1
+    for t in transitions:
+        if t.type == conditions.READY and t.status != "True":
+            continue  # the failing condition's own event says it already
+        _event(client, body, t.event_type, t.reason, f"{t.type} {t.status}: {t.message}")
+        writes += 1
+    return writes, status

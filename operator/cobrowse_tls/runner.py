@@ -1,0 +1,130 @@
+"""`cobrowse-tls run`: the operator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from datetime import timedelta
+
+import kopf
+
+from cobrowse_tls import controller, kube, metrics, reconciler
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="cobrowse-tls run",
+        description="Run the CobrowseTLS operator. Every option also reads an environment"
+        " variable (COBROWSE_TLS_<OPTION>), for the Helm chart.",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="watch this namespace (repeatable; glob patterns allowed)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    p.add_argument(
+        "--peering",
+        metavar="NAME",
+        default=env("COBROWSE_TLS_PEERING"),
+        help="kopf peering object: replicas sharing it run one at a time (default: standalone)",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=int(env("COBROWSE_TLS_PRIORITY", "0")),
+        help="this replica's peering priority",
+    )
+    p.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=env("COBROWSE_TLS_LIVENESS"),
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("COBROWSE_TLS_METRICS_PORT", "0")),
+        help="serve Prometheus metrics on this port (0: off)",
+    )
+    p.add_argument(
+        "--metrics-address",
+        default=env("COBROWSE_TLS_METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
+        help="address for the metrics server",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["plain", "full", "json"],
+        default=env("COBROWSE_TLS_LOG_FORMAT", "full"),
+        help="log format",
+    )
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "--expiry-window",
+        type=float,
+        default=float(env("COBROWSE_TLS_EXPIRY_WINDOW_DAYS", "30")),
+        metavar="DAYS",
+        help="CertificatesValid turns ExpiringSoon this many days before expiry",
+    )
+    p.add_argument(
+        "--resync",
+        type=float,
+        default=float(env("COBROWSE_TLS_RESYNC_SECONDS", "300")),
+        metavar="SECONDS",
+        help="re-check every CobrowseTLS this often (expiry, drift)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(env("COBROWSE_TLS_WORKERS", "4")),
+        help="reconciles running at once",
+    )
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
+    return p
+
+
+def main(argv: Iterable[str]) -> int:
+    args = _parser().parse_args(list(argv))
+    log_format = {
+        "plain": kopf.LogFormat.PLAIN,
+        "full": kopf.LogFormat.FULL,
+        "json": kopf.LogFormat.JSON,
+    }[args.log_format]
+    kopf.configure(verbose=args.verbose, log_format=log_format)
+    logging.getLogger("cobrowse_tls").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+
+    # Imported for their registrations with kopf's default registry.
+    from cobrowse_tls import handlers
+
+    client = kube.Client(kube.load_api_client(args.kubeconfig))
+    settings = reconciler.Settings(expiry_window=timedelta(days=args.expiry_window))
+    memo = handlers.Memo()
+    memo.controller = controller.Controller(
+        client, settings, workers=args.workers, resync_seconds=args.resync
+    )
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, args.metrics_address)
+
+    namespaces = args.namespace or ()
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            priority=args.priority,
+            liveness_endpoint=args.liveness,
+            memo=memo,
+        )
+    )
+    return 0
