@@ -38,7 +38,12 @@ def pem_bundle(certs: Sequence[CACertificate]) -> bytes:
 
 
 def jks_aliases(base: str, count: int) -> list[str]:
-    """Aliases for ``count`` certificates: ``base``, ``base-2``, ``base-3``, ..."""
+    """Aliases for ``count`` certificates: ``base``, ``base-2``, ``base-3``, ...
+
+    Lowercased: JKS aliases are case-insensitive and stored lowercase (keytool, pyjks), so
+    the names reported in status are the ones ``keytool -list`` shows.
+    """
+    base = base.lower()
     return [base if i == 1 else f"{base}-{i}" for i in range(1, count + 1)]
 
 
@@ -47,9 +52,8 @@ def jks_truststore(certs: Sequence[CACertificate], *, alias: str, password: str)
 
     Each entry's timestamp is its certificate's notBefore (pyjks would otherwise stamp the
     current time and every render would change the bytes, restarting workloads for nothing).
-    JKS aliases are case-insensitive and keytool lowercases them, so ``alias`` is lowercased.
     """
-    aliases = jks_aliases(alias.lower(), len(certs))
+    aliases = jks_aliases(alias, len(certs))
     entries = []
     for name, cert in zip(aliases, certs, strict=True):
         # Built directly rather than with TrustedCertEntry.new(), which reads the clock.

@@ -96,6 +96,7 @@ def test_pem_bundle_empty() -> None:
         ("root", 1, ["root"]),
         ("root", 3, ["root", "root-2", "root-3"]),
         ("genesys", 2, ["genesys", "genesys-2"]),
+        ("Root", 2, ["root", "root-2"]),
         ("root", 0, []),
     ],
 )
