@@ -1,0 +1,256 @@
+"""Helpers of the operator's end-to-end tests: the operator process and plain-dict API access."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from cobrowse_tls.api import crd, models
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1
+) -> T:
+    """Poll until probe() returns something truthy; fail with `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Api:
+    """Plain-dict access to the few kinds the tests touch."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.ext = client.ApiextensionsV1Api(api_client)
+
+    @staticmethod
+    def _json(call: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return json.loads(call(*args, _preload_content=False, **kw).data)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        calls = {
+            "Secret": lambda: self._json(self.core.read_namespaced_secret, name, namespace),
+            "ConfigMap": lambda: self._json(self.core.read_namespaced_config_map, name, namespace),
+            "CobrowseTLS": lambda: self._json(
+                self.custom.get_namespaced_custom_object,
+                models.GROUP,
+                models.VERSION,
+                namespace,
+                models.PLURAL,
+                name,
+            ),
+        }
+        try:
+            result: dict[str, Any] = calls[kind]()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply as a user would with kubectl apply --server-side."""
+        meta = obj["metadata"]
+        kw = {
+            "field_manager": "e2e-user",
+            "force": True,
+            "_content_type": "application/apply-patch+yaml",
+        }
+        if obj["kind"] == "Secret":
+            call = self.core.patch_namespaced_secret
+            args: tuple[Any, ...] = (meta["name"], meta["namespace"], dict(obj))
+        elif obj["kind"] == "ConfigMap":
+            call = self.core.patch_namespaced_config_map
+            args = (meta["name"], meta["namespace"], dict(obj))
+        else:
+            call = self.custom.patch_namespaced_custom_object
+            args = (
+                models.GROUP,
+                models.VERSION,
+                meta["namespace"],
+                models.PLURAL,
+                meta["name"],
+                dict(obj),
+            )
+        result: dict[str, Any] = self._json(call, *args, **kw)
+        return result
+
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        kw = {"_content_type": "application/merge-patch+json"}
+        if kind == "Secret":
+            self._json(self.core.patch_namespaced_secret, name, namespace, dict(patch), **kw)
+        elif kind == "ConfigMap":
+            self._json(self.core.patch_namespaced_config_map, name, namespace, dict(patch), **kw)
+        else:
+            self._json(
+                self.custom.patch_namespaced_custom_object,
+                models.GROUP,
+                models.VERSION,
+                namespace,
+                models.PLURAL,
+                name,
+                dict(patch),
+                **kw,
+            )
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            if kind == "Secret":
+                self.core.delete_namespaced_secret(name, namespace, _preload_content=False)
+            elif kind == "ConfigMap":
+                self.core.delete_namespaced_config_map(name, namespace, _preload_content=False)
+            else:
+                self.custom.delete_namespaced_custom_object(
+                    models.GROUP,
+                    models.VERSION,
+                    namespace,
+                    models.PLURAL,
+                    name,
+                    _preload_content=False,
+                )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        items = self._json(
+            self.core.list_namespaced_event,
+            namespace,
+            field_selector=f"involvedObject.name={name}",
+        )["items"]
+        return list(items)
+
+    def install_crd(self) -> None:
+        body = crd.generate()
+        self._json(
+            self.ext.patch_custom_resource_definition,
+            crd.CRD_NAME,
+            body,
+            field_manager="e2e-user",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+        def established() -> bool:
+            got = self._json(self.ext.read_custom_resource_definition, crd.CRD_NAME)
+            conds = got.get("status", {}).get("conditions", [])
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+        wait_for("the CRD to be established", established)
+
+
+def secret(namespace: str, name: str, data: Mapping[str, bytes]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
+
+
+def config_map(namespace: str, name: str, data: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": dict(data),
+    }
+
+
+def cobrowse_tls(namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": models.API_VERSION,
+        "kind": models.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": dict(spec),
+    }
+
+
+def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or ():
+        if cond["type"] == type_:
+            return dict(cond)
+    return None
+
+
+def secret_bytes(obj: Mapping[str, Any], key: str) -> bytes:
+    return base64.b64decode(obj["data"][key])
+
+
+def dump(*objs: Mapping[str, Any]) -> str:
+    return yaml.safe_dump_all([dict(o) for o in objs], sort_keys=False)
+
+
+class OperatorProcess:
+    """`cobrowse-tls run` as a separate process, as users run it (logs kept for failures)."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, *args: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cobrowse_tls.cli", "run", "--log-format", "plain", *self.args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def operator(kubeconfig: Path, log_path: Path, *args: str) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(kubeconfig, log_path, *args)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
