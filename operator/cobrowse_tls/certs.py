@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -72,8 +72,12 @@ class CACertificate:
         return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
 
     @classmethod
-    def from_x509(cls, cert: x509.Certificate, *, source: str) -> CACertificate:
-        der = cert.public_bytes(Encoding.DER)
+    def from_x509(
+        cls, cert: x509.Certificate, *, source: str, der: bytes | None = None
+    ) -> CACertificate:
+        """From a parsed certificate; ``der``: its encoding when known (saves re-encoding)."""
+        if der is None:
+            der = cert.public_bytes(Encoding.DER)
         return cls(
             der=der,
             sha256=hashlib.sha256(der).hexdigest(),
@@ -95,9 +99,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 # --- parsing -----------------------------------------------------------------------------
 
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]+)-----\n(.*?)(?:-----END \1-----|(?=-----BEGIN )|\Z)", re.DOTALL
-)
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 
 
@@ -111,29 +113,49 @@ def parse_source(data: bytes, *, source: str, password: bytes | None = None) -> 
     if not data.strip():
         raise CertificateError(NO_CERTIFICATES, source, "empty, no certificate")
     if b"-----BEGIN " in data:
-        certs = _parse_pem(data, source)
-    else:
-        certs = _parse_binary(data, source, password)
-    return [CACertificate.from_x509(c, source=source) for c in certs]
+        return [
+            CACertificate.from_x509(c, source=source, der=der)
+            for c, der in _parse_pem(data, source)
+        ]
+    return [
+        CACertificate.from_x509(c, source=source) for c in _parse_binary(data, source, password)
+    ]
 
 
-def _parse_pem(data: bytes, source: str) -> list[x509.Certificate]:
-    # Windows tools write CRLF; a stray CR would break the END-line match and base64.
+def _pem_blocks(text: bytes) -> Iterator[tuple[bytes, bytes | None]]:
+    """(label, body) of each PEM block in order; body None when the END line is missing."""
+    # Plain find() rather than one regex over the whole text: a lazy DOTALL pattern with a
+    # back-reference made parsing a 140-certificate bundle several times slower.
+    pos = 0
+    while match := _PEM_BEGIN.search(text, pos):
+        label, start = match.group(1), match.end()
+        end_marker = b"-----END " + label + b"-----"
+        end = text.find(end_marker, start)
+        following = text.find(b"-----BEGIN ", start)
+        if end == -1 or -1 < following < end:
+            yield label, None
+            pos = start
+            continue
+        yield label, text[start:end]
+        pos = end + len(end_marker)
+
+
+def _parse_pem(data: bytes, source: str) -> list[tuple[x509.Certificate, bytes]]:
+    # Windows tools write CRLF; a stray CR would break base64 decoding.
     text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    certs: list[x509.Certificate] = []
+    certs: list[tuple[x509.Certificate, bytes]] = []
     index = 0
-    for match in _PEM_BLOCK.finditer(text):
-        label, body = match.group(1), match.group(2)
+    for label, body in _pem_blocks(text):
         # Only certificate blocks count; keys, CRLs and requests are skipped, never kept.
         if label not in _CERT_LABELS:
             continue
         index += 1
-        if not match.group(0).endswith(b"-----END " + label + b"-----"):
+        if body is None:
             raise CertificateError(
                 INVALID_CERTIFICATE, source, f"PEM certificate block {index} has no END line"
             )
         # RFC 1421 headers (rare for certificates) end with a blank line before the base64.
-        if b":" in body.split(b"\n", 1)[0]:
+        if b":" in body.lstrip(b"\n").split(b"\n", 1)[0]:
             body = body.split(b"\n\n", 1)[-1]
         try:
             der = base64.b64decode(b"".join(body.split()), validate=True)
@@ -145,7 +167,7 @@ def _parse_pem(data: bytes, source: str) -> list[x509.Certificate]:
             # OpenSSL's trusted form appends trust settings after the certificate itself.
             der = der[: _pkcs12.tlv_total_length(der) or len(der)]
         try:
-            certs.append(x509.load_der_x509_certificate(der))
+            certs.append((x509.load_der_x509_certificate(der), der))
         except ValueError:
             raise CertificateError(
                 INVALID_CERTIFICATE,

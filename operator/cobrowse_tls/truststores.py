@@ -19,6 +19,8 @@ def _comment(text: str) -> str:
     # Subjects come from the input: keep each comment on one line so that no subject can end
     # the comment early or smuggle a PEM marker into the bundle, and keep the bundle ASCII
     # (as certifi's is) for consumers that do not expect UTF-8: escape like certifi does.
+    if text.isascii() and text.isprintable():
+        return text  # the common case, without the per-character loop
     return "".join(
         ch if " " <= ch <= "~" else ch.encode("unicode_escape").decode("ascii") for ch in text
     )

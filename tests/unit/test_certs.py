@@ -206,6 +206,8 @@ BAD_INPUTS: list[tuple[str, Callable[[p.PKI], bytes], bytes | None, str, str]] =
      "invalid PKCS#12 data: truncated"),
     ("truncated-pem", _truncated_pem, None, "InvalidCertificate",
      "PEM certificate block 1 has no END line"),
+    ("truncated-pem-then-more", lambda k: _truncated_pem(k) + k.other_root.pem, None,
+     "InvalidCertificate", "PEM certificate block 1 has no END line"),
     ("bad-base64", _bad_base64, None, "InvalidCertificate",
      "PEM certificate block 1 is not valid base64"),
     ("not-a-certificate", _not_a_cert, None, "InvalidCertificate",
