@@ -94,7 +94,9 @@ def validation_message(exc: pydantic.ValidationError, prefix: str = "") -> str:
     """One line for the first error, naming the field in its camelCase API spelling."""
     errors = exc.errors()
     first = errors[0]
-    field = ".".join(str(p) for p in first["loc"]) or "object"
+    # kubectl's spelling: spec.trustedCA.sources[0].secret, not spec.trustedCA.sources.0.secret
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+    field = field.removeprefix(".") or "object"
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{prefix}{field}: {msg}{more}"
