@@ -221,7 +221,7 @@ class Controller:
                 outcome.earliest_expiry.timestamp()
             )
             self._gauged.add(key)
-        return None
+        return outcome.requeue_after
 
 
 def _own_annotations(meta: Mapping[str, Any]) -> dict[str, str]:

@@ -134,6 +134,32 @@ class Client:
             name,
         )
 
+    def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        calls = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "StatefulSet": self.apps.read_namespaced_stateful_set,
+            "DaemonSet": self.apps.read_namespaced_daemon_set,
+        }
+        obj = _optional(calls[kind], name, namespace)
+        if obj is not None:
+            obj.setdefault("kind", kind)
+            obj.setdefault("apiVersion", "apps/v1")
+        return obj
+
+    def list_workloads(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        calls = {
+            "Deployment": self.apps.list_namespaced_deployment,
+            "StatefulSet": self.apps.list_namespaced_stateful_set,
+            "DaemonSet": self.apps.list_namespaced_daemon_set,
+        }
+        result = _raw(calls[kind], namespace, label_selector=selector)
+        items: list[dict[str, Any]] = result.get("items") or []
+        for item in items:
+            # List items carry no kind of their own.
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", "apps/v1")
+        return sorted(items, key=lambda o: str(o["metadata"]["name"]))
+
     # -- writes -----------------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from cobrowse_tls import certs, conditions, kube, render
+from cobrowse_tls import certs, conditions, kube, render, restarts
 from cobrowse_tls.api import models
 
 log = logging.getLogger("cobrowse_tls.reconciler")
@@ -28,6 +28,12 @@ INVALID_SPEC = "InvalidSpec"
 @dataclasses.dataclass(frozen=True)
 class Settings:
     expiry_window: timedelta = timedelta(days=30)
+    # Changes arriving within this window give one restart, not one each.
+    restart_window: timedelta = timedelta(seconds=1)
+    # A rollout that completes no sooner than this is reported RolloutStalled.
+    rollout_deadline: timedelta = timedelta(minutes=10)
+    # How often a rollout in progress is looked at.
+    rollout_poll: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +45,7 @@ class Outcome:
     earliest_expiry: datetime | None = None
     rendered: render.Rendered | None = None
     status: dict[str, Any] | None = None  # the status now on the object
+    requeue_after: float | None = None  # seconds: something is still to happen
 
 
 def _key(body: Mapping[str, Any]) -> str:
@@ -131,7 +138,7 @@ def needs_apply(existing: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
 
 def _status_part(status: Mapping[str, Any] | None) -> dict[str, Any]:
     status = status or {}
-    keys = ("observedGeneration", "conditions", "trustStore")
+    keys = ("observedGeneration", "conditions", "trustStore", "restart")
     return {k: status[k] for k in keys if k in status}
 
 
@@ -211,11 +218,19 @@ def reconcile(
     if rendered is None:
         # Bad input: the last good outputs stay exactly as they are, nothing restarts.
         kept = [error]
-        old_valid = conditions.find(previous.get("conditions"), conditions.CERTIFICATES_VALID)
-        if old_valid is not None:
-            kept.append(_observation(old_valid))
+        for kept_type in (conditions.WORKLOADS_RESTARTED, conditions.CERTIFICATES_VALID):
+            old = conditions.find(previous.get("conditions"), kept_type)
+            if old is not None:
+                kept.append(_observation(old))
         _, status = _report(
-            client, body, previous, kept, previous.get("trustStore"), now, generation
+            client,
+            body,
+            previous,
+            kept,
+            previous.get("trustStore"),
+            now,
+            generation,
+            restart=previous.get("restart"),
         )
         return Outcome("invalid", status=status)
 
@@ -245,13 +260,110 @@ def reconcile(
         ),
         conditions.certificate_validity(rendered.selection, now=now, window=settings.expiry_window),
     ]
+    restart_status: dict[str, Any] | None = None
+    requeue: float | None = None
+    if tls.spec.workloads:
+        plan, restart_status = _plan_restarts(client, tls, rendered, previous, settings, now)
+        for target in plan.restart:
+            client.apply(restarts.restart_patch(target, restart_status["hash"]))
+            writes += 1
+            _event(
+                client,
+                body,
+                "Normal",
+                "RestartStarted",
+                f"restarting {target.kind} {target.name} for {restart_status['hash']}",
+            )
+            writes += 1
+        for done in _newly_done(previous.get("restart"), plan):
+            _event(client, body, "Normal", "RolloutDone", f"{done} runs the current material")
+            writes += 1
+        observations.insert(
+            1,
+            conditions.Observation(
+                conditions.WORKLOADS_RESTARTED, plan.ready, plan.reason, plan.message
+            ),
+        )
+        requeue = plan.requeue_after
     reported, status = _report(
-        client, body, previous, observations, trust_store_status(tls, rendered), now, generation
+        client,
+        body,
+        previous,
+        observations,
+        trust_store_status(tls, rendered),
+        now,
+        generation,
+        restart=restart_status,
     )
     writes += reported
     chosen = rendered.selection.certificates
     earliest = min((c.not_after for c in chosen), default=None)
-    return Outcome("ok", writes=writes, earliest_expiry=earliest, rendered=rendered, status=status)
+    return Outcome(
+        "ok",
+        writes=writes,
+        earliest_expiry=earliest,
+        rendered=rendered,
+        status=status,
+        requeue_after=requeue,
+    )
+
+
+def _targets(client: kube.Client, tls: models.CobrowseTLS) -> list[restarts.Target]:
+    namespace = tls.metadata.namespace or "default"
+    out: list[restarts.Target] = []
+    seen: set[tuple[str, str]] = set()
+    for w in tls.spec.workloads:
+        kind = w.kind.value
+        found: list[dict[str, Any] | None]
+        if w.name is not None:
+            found = [client.get_workload(kind, namespace, w.name)]
+            label = w.name
+        else:
+            assert w.selector is not None
+            selector = restarts.label_selector(w.selector)
+            found = [*client.list_workloads(kind, namespace, selector)] or [None]
+            label = f"selector {selector}"
+        for obj in found:
+            name = obj["metadata"]["name"] if obj is not None else label
+            if (kind, name) not in seen:
+                seen.add((kind, name))
+                out.append(restarts.Target(kind, name, obj))
+    return out
+
+
+def _plan_restarts(
+    client: kube.Client,
+    tls: models.CobrowseTLS,
+    rendered: render.Rendered,
+    previous: Mapping[str, Any],
+    settings: Settings,
+    now: datetime,
+) -> tuple[restarts.Plan, dict[str, Any]]:
+    approved = (tls.metadata.annotations or {}).get(restarts.ANNOTATION_APPROVE)
+    return restarts.plan(
+        _targets(client, tls),
+        desired=restarts.material_hash(rendered.files),
+        previous=previous.get("restart"),
+        policy=tls.spec.restart.policy,
+        max_concurrent=tls.spec.restart.max_concurrent,
+        approved=approved,
+        now=now,
+        window=settings.restart_window,
+        deadline=settings.rollout_deadline,
+        poll=settings.rollout_poll,
+    )
+
+
+def _newly_done(previous: Mapping[str, Any] | None, plan: restarts.Plan) -> list[str]:
+    before = {
+        (w.get("kind"), w.get("name")): w.get("state")
+        for w in (previous or {}).get("workloads") or ()
+    }
+    return [
+        f"{w.kind} {w.name}"
+        for w in plan.workloads
+        if w.state == restarts.DONE and before.get((w.kind, w.name)) == restarts.ROLLING_OUT
+    ]
 
 
 def _observation(cond: Mapping[str, Any]) -> conditions.Observation:
@@ -277,6 +389,7 @@ def _report(
     trust_store: Mapping[str, Any] | None,
     now: datetime,
     generation: int | None,
+    restart: Mapping[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Write status (only if it changed) and an event per condition transition."""
     conds, transitions = conditions.merge(
@@ -287,6 +400,8 @@ def _report(
         status["observedGeneration"] = generation
     if trust_store is not None:
         status["trustStore"] = dict(trust_store)
+    if restart is not None:
+        status["restart"] = dict(restart)
     writes = 0
     if status != _status_part(previous):
         client.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], status)

@@ -84,6 +84,20 @@ def _parser() -> argparse.ArgumentParser:
         help="re-check every CobrowseTLS this often (expiry, drift)",
     )
     p.add_argument(
+        "--restart-window",
+        type=float,
+        default=float(env("COBROWSE_TLS_RESTART_WINDOW_SECONDS", "1")),
+        metavar="SECONDS",
+        help="changes arriving within this window give one restart",
+    )
+    p.add_argument(
+        "--rollout-deadline",
+        type=float,
+        default=float(env("COBROWSE_TLS_ROLLOUT_DEADLINE_SECONDS", "600")),
+        metavar="SECONDS",
+        help="a restarted workload not rolled out by then is RolloutStalled",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=int(env("COBROWSE_TLS_WORKERS", "4")),
@@ -107,7 +121,11 @@ def main(argv: Iterable[str]) -> int:
     from cobrowse_tls import handlers
 
     client = kube.Client(kube.load_api_client(args.kubeconfig))
-    settings = reconciler.Settings(expiry_window=timedelta(days=args.expiry_window))
+    settings = reconciler.Settings(
+        expiry_window=timedelta(days=args.expiry_window),
+        restart_window=timedelta(seconds=args.restart_window),
+        rollout_deadline=timedelta(seconds=args.rollout_deadline),
+    )
     memo = handlers.Memo()
     memo.controller = controller.Controller(
         client, settings, workers=args.workers, resync_seconds=args.resync

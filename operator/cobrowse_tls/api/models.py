@@ -480,12 +480,22 @@ class WorkloadRestartStatus(base.Model):
     kind: str = pydantic.Field(description="Workload kind.")
     name: str = pydantic.Field(description="Workload name.")
     state: str = pydantic.Field(description="Pending, RollingOut, Done, Stalled or NotFound.")
+    started_at: str | None = pydantic.Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When the operator restarted it for the current hash.",
+    )
 
 
 class RestartStatus(base.Model):
     """Restart progress for the current material."""
 
     hash: str | None = pydantic.Field(default=None, description="Hash of the rendered material.")
+    since: str | None = pydantic.Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When the material first had this hash (start of the batching window).",
+    )
     workloads: list[WorkloadRestartStatus] | None = pydantic.Field(
         default=None, description="Each targeted workload and its state."
     )
