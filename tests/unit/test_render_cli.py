@@ -735,3 +735,18 @@ def test_missing_file_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]
     code, _, err = run_main([], capsys)
     assert code == 2
     assert "-f/--filename" in err
+
+
+def test_readme_example_matches_the_real_output(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "## Offline rendering: cobrowse-tls render" in readme
+    out_dir = tmp_path / "out"
+    code, _, _ = run_main(
+        ["-f", str(REPO / "examples/pem.yaml"), "--output-dir", str(out_dir)], capsys
+    )
+    assert code == 0
+    for name in ("security.cfg", "setenv.sh", "setenv.bat"):
+        shown = (out_dir / name).read_text().replace("\r\n", "\n")
+        assert f"$ cat out/{name}\n{shown}" in readme, f"README's {name} is out of date"
