@@ -158,9 +158,27 @@ def render_inputs(paths: Sequence[str], now: datetime) -> render.Rendered:
         raise UsageError(f"{exc.source}: {exc.detail} ({exc.reason})") from None
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line values (setenv.sh, security.cfg) as literal blocks, as a person writes them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # Literal blocks cannot hold CR or trailing spaces; those stay quoted (setenv.bat's CRLF).
+    if (
+        "\n" in value
+        and "\r" not in value
+        and not any(line != line.rstrip() for line in value.splitlines())
+    ):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def manifests_yaml(rendered: render.Rendered) -> str:
     objects = [o for o in (rendered.secret, rendered.config_map) if o is not None]
-    return yaml.safe_dump_all(objects, sort_keys=False, width=1000)
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
 def write_files(files: dict[str, bytes], out_dir: pathlib.Path) -> None:

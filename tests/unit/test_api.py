@@ -849,3 +849,18 @@ def test_status_conditions_are_a_map_list() -> None:
         "reason",
         "lastTransitionTime",
     }
+
+
+def test_parse_refuses_snake_case_names_the_api_server_would_drop() -> None:
+    doc = {
+        "apiVersion": "tls.cobrowse.io/v1alpha1",
+        "kind": "CobrowseTLS",
+        "metadata": {"name": "x"},
+        "spec": {
+            "provider": "PEM",
+            "application": {"name": "CB"},
+            "trusted_ca": {"sources": [{"inline": "x"}]},
+        },
+    }
+    with pytest.raises(pydantic.ValidationError, match="trusted_ca"):
+        models.parse(doc)

@@ -73,9 +73,9 @@ def test_reason_change_with_same_status_keeps_time_but_announces() -> None:
     second, transitions = conditions.merge(
         first, [obs("TrustStoreReady", False, "InvalidCertificate")], now=T1, generation=1
     )
-    assert (
-        conditions.find(second, "TrustStoreReady")["lastTransitionTime"] == "2030-01-01T00:00:00Z"
-    )  # type: ignore[index]
+    cond = conditions.find(second, "TrustStoreReady")
+    assert cond is not None
+    assert cond["lastTransitionTime"] == "2030-01-01T00:00:00Z"
     assert "TrustStoreReady" in {t.type for t in transitions}
 
 

@@ -575,4 +575,6 @@ class CobrowseTLS(base.Model):
 
 def parse(obj: Any) -> CobrowseTLS:
     """Validate a CobrowseTLS given as a plain dict (from YAML or the API)."""
-    return CobrowseTLS.model_validate(obj)
+    # Only the API's camelCase names: a snake_case field would pass here but be dropped by the
+    # API server, so `render` and the operator would disagree.
+    return CobrowseTLS.model_validate(obj, by_alias=True, by_name=False)
