@@ -160,6 +160,11 @@ class Client:
             item.setdefault("apiVersion", "apps/v1")
         return sorted(items, key=lambda o: str(o["metadata"]["name"]))
 
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = _raw(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
     # -- writes -----------------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -184,6 +189,30 @@ class Client:
             _content_type=APPLY,
         )
         return result
+
+    def delete_daemon_set(self, namespace: str, name: str) -> None:
+        self._wrote()
+        try:
+            _raw(self.apps.delete_namespaced_daemon_set, name, namespace)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    def set_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> None:
+        """Replace the CR's finalizers, only if it is still at ``resource_version``."""
+        self._wrote()
+        _raw(
+            self.custom.patch_namespaced_custom_object,
+            models.GROUP,
+            models.VERSION,
+            namespace,
+            models.PLURAL,
+            name,
+            {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
+            _content_type=MERGE,
+        )
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._wrote()

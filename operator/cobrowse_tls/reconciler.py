@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from cobrowse_tls import certs, conditions, kube, render, restarts
+from cobrowse_tls import certs, conditions, kube, mscapi, render, restarts
 from cobrowse_tls.api import models
 
 log = logging.getLogger("cobrowse_tls.reconciler")
@@ -34,6 +34,9 @@ class Settings:
     rollout_deadline: timedelta = timedelta(minutes=10)
     # How often a rollout in progress is looked at.
     rollout_poll: float = 1.0
+    agent: mscapi.AgentConfig = dataclasses.field(default_factory=mscapi.AgentConfig)
+    # Deleting an MSCAPI CobrowseTLS waits at most this long for the agents to clean up.
+    cleanup_timeout: timedelta = timedelta(minutes=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +141,7 @@ def needs_apply(existing: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
 
 def _status_part(status: Mapping[str, Any] | None) -> dict[str, Any]:
     status = status or {}
-    keys = ("observedGeneration", "conditions", "trustStore", "restart")
+    keys = ("observedGeneration", "conditions", "trustStore", "restart", "windows")
     return {k: status[k] for k in keys if k in status}
 
 
@@ -180,6 +183,8 @@ def reconcile(
     generation = meta.get("generation")
     previous = body.get("status") or {}
     namespace = meta.get("namespace") or "default"
+    if meta.get("deletionTimestamp"):
+        return _finalize(client, body, settings, now)
     try:
         tls = models.parse(body)
     except pydantic.ValidationError as exc:
@@ -206,7 +211,7 @@ def reconcile(
         found = fetch_sources(client, tls)
         sources = render.resolve_sources(tls, found)
         password = jks_password(tls, found, existing_secret)
-        rendered = render.render(tls, sources, password=password, now=now)
+        rendered = render.render(tls, sources, password=password, now=now, agent=settings.agent)
     except render.InvalidInput as exc:
         error = conditions.Observation(
             conditions.TRUST_STORE_READY, False, exc.reason, f"{exc.where}: {exc.detail}"
@@ -218,7 +223,11 @@ def reconcile(
     if rendered is None:
         # Bad input: the last good outputs stay exactly as they are, nothing restarts.
         kept = [error]
-        for kept_type in (conditions.WORKLOADS_RESTARTED, conditions.CERTIFICATES_VALID):
+        for kept_type in (
+            conditions.WORKLOADS_RESTARTED,
+            conditions.WINDOWS_TRUST_SYNCED,
+            conditions.CERTIFICATES_VALID,
+        ):
             old = conditions.find(previous.get("conditions"), kept_type)
             if old is not None:
                 kept.append(_observation(old))
@@ -231,6 +240,7 @@ def reconcile(
             now,
             generation,
             restart=previous.get("restart"),
+            windows=previous.get("windows"),
         )
         return Outcome("invalid", status=status)
 
@@ -260,10 +270,33 @@ def reconcile(
         ),
         conditions.certificate_validity(rendered.selection, now=now, window=settings.expiry_window),
     ]
-    restart_status: dict[str, Any] | None = None
     requeue: float | None = None
+    windows_status: dict[str, Any] | None = None
+    blocked_by: str | None = None
+    if tls.spec.provider is models.Provider.MSCAPI and rendered.daemon_set is not None:
+        written, sync = _sync_agents(client, body, tls, rendered)
+        writes += written
+        observations.insert(
+            1,
+            conditions.Observation(
+                conditions.WINDOWS_TRUST_SYNCED, sync.synced, sync.reason, sync.message
+            ),
+        )
+        windows_status = sync.status()
+        if not sync.synced:
+            # MSCAPI workloads read the host's store: restart them only once it holds the CAs.
+            blocked_by = "the Windows agents to sync"
+            requeue = settings.rollout_poll
+    else:
+        written, retiring = _retire_agents(client, body, tls, settings, now)
+        writes += written
+        if retiring:
+            requeue = settings.rollout_poll
+    restart_status: dict[str, Any] | None = None
     if tls.spec.workloads:
-        plan, restart_status = _plan_restarts(client, tls, rendered, previous, settings, now)
+        plan, restart_status = _plan_restarts(
+            client, tls, rendered, previous, settings, now, blocked_by
+        )
         for target in plan.restart:
             client.apply(restarts.restart_patch(target, restart_status["hash"]))
             writes += 1
@@ -284,7 +317,8 @@ def reconcile(
                 conditions.WORKLOADS_RESTARTED, plan.ready, plan.reason, plan.message
             ),
         )
-        requeue = plan.requeue_after
+        if plan.requeue_after is not None:
+            requeue = min(requeue or plan.requeue_after, plan.requeue_after)
     reported, status = _report(
         client,
         body,
@@ -294,6 +328,7 @@ def reconcile(
         now,
         generation,
         restart=restart_status,
+        windows=windows_status,
     )
     writes += reported
     chosen = rendered.selection.certificates
@@ -338,6 +373,7 @@ def _plan_restarts(
     previous: Mapping[str, Any],
     settings: Settings,
     now: datetime,
+    blocked_by: str | None,
 ) -> tuple[restarts.Plan, dict[str, Any]]:
     approved = (tls.metadata.annotations or {}).get(restarts.ANNOTATION_APPROVE)
     return restarts.plan(
@@ -351,6 +387,7 @@ def _plan_restarts(
         window=settings.restart_window,
         deadline=settings.rollout_deadline,
         poll=settings.rollout_poll,
+        blocked_by=blocked_by,
     )
 
 
@@ -390,6 +427,7 @@ def _report(
     now: datetime,
     generation: int | None,
     restart: Mapping[str, Any] | None = None,
+    windows: Mapping[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Write status (only if it changed) and an event per condition transition."""
     conds, transitions = conditions.merge(
@@ -402,6 +440,8 @@ def _report(
         status["trustStore"] = dict(trust_store)
     if restart is not None:
         status["restart"] = dict(restart)
+    if windows is not None:
+        status["windows"] = dict(windows)
     writes = 0
     if status != _status_part(previous):
         client.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], status)
@@ -412,3 +452,159 @@ def _report(
         _event(client, body, t.event_type, t.reason, f"{t.type} {t.status}: {t.message}")
         writes += 1
     return writes, status
+
+
+# ---- the MSCAPI agents -------------------------------------------------------------------
+
+
+def _agent_pods(client: kube.Client, tls: models.CobrowseTLS) -> list[dict[str, Any]]:
+    selector = ",".join(f"{k}={v}" for k, v in mscapi.selector_labels(tls).items())
+    return client.list_pods(tls.metadata.namespace or "default", selector)
+
+
+def _ensure_finalizer(client: kube.Client, body: Mapping[str, Any]) -> int:
+    meta = body["metadata"]
+    finalizers = list(meta.get("finalizers") or [])
+    if mscapi.FINALIZER in finalizers:
+        return 0
+    client.set_finalizers(
+        meta["namespace"], meta["name"], [*finalizers, mscapi.FINALIZER], meta["resourceVersion"]
+    )
+    return 1
+
+
+def _drop_finalizer(client: kube.Client, body: Mapping[str, Any]) -> int:
+    meta = body["metadata"]
+    finalizers = list(meta.get("finalizers") or [])
+    if mscapi.FINALIZER not in finalizers:
+        return 0
+    finalizers.remove(mscapi.FINALIZER)
+    client.set_finalizers(meta["namespace"], meta["name"], finalizers, meta["resourceVersion"])
+    return 1
+
+
+def _sync_agents(
+    client: kube.Client,
+    body: Mapping[str, Any],
+    tls: models.CobrowseTLS,
+    rendered: render.Rendered,
+) -> tuple[int, mscapi.Sync]:
+    """Apply the agent DaemonSet (first the finalizer that lets it clean up) and read its sync."""
+    assert rendered.daemon_set is not None
+    namespace = tls.metadata.namespace or "default"
+    writes = _ensure_finalizer(client, body)
+    existing = client.get_workload("DaemonSet", namespace, tls.agent_daemonset_name)
+    if existing is not None and not _owned_by(existing, tls):
+        raise render.InvalidInput(
+            OUTPUT_CONFLICT,
+            f"DaemonSet {tls.agent_daemonset_name}",
+            "exists and is not managed by this CobrowseTLS",
+        )
+    if needs_apply(existing, rendered.daemon_set):
+        existing = client.apply(rendered.daemon_set)
+        writes += 1
+    sync = mscapi.sync_state(
+        existing, _agent_pods(client, tls), fingerprint=rendered.fingerprint, mode=mscapi.SYNC
+    )
+    return writes, sync
+
+
+def _cleanup_step(
+    client: kube.Client,
+    body: Mapping[str, Any],
+    tls: models.CobrowseTLS | None,
+    ds: Mapping[str, Any],
+    settings: Settings,
+    now: datetime,
+    since: datetime,
+) -> tuple[bool, int]:
+    """Drive the agents to remove what they added; True once done (or timed out)."""
+    namespace = ds["metadata"]["namespace"]
+    template = ds["spec"]["template"]["metadata"].get("annotations") or {}
+    fingerprint = str(template.get(mscapi.ANNOTATION_FINGERPRINT, ""))
+    writes = 0
+    if tls is None:
+        _event(client, body, "Warning", "CleanupSkipped", "spec unreadable; agents not cleaned")
+        return True, 1
+    if template.get(mscapi.ANNOTATION_MODE) != mscapi.CLEANUP:
+        client.apply(
+            render.agent_daemon_set(
+                tls,
+                fingerprint=fingerprint,
+                input_hash="cleanup",
+                agent=settings.agent,
+                mode=mscapi.CLEANUP,
+                cleanup_since=render.rfc3339(since),
+            )
+        )
+        _event(client, body, "Normal", "CleanupStarted", "agents remove the CAs they added")
+        return False, 2
+    current = client.get_workload("DaemonSet", namespace, ds["metadata"]["name"])
+    sync = mscapi.sync_state(
+        current, _agent_pods(client, tls), fingerprint=fingerprint, mode=mscapi.CLEANUP
+    )
+    if sync.synced or sync.reason == "NoWindowsNodes":
+        _event(client, body, "Normal", "CleanupComplete", f"agents cleaned up: {sync.message}")
+        return True, writes + 1
+    if now - since > settings.cleanup_timeout:
+        _event(
+            client,
+            body,
+            "Warning",
+            "CleanupTimedOut",
+            f"gave up after {int(settings.cleanup_timeout.total_seconds())}s: {sync.message}",
+        )
+        return True, writes + 1
+    return False, writes
+
+
+def _finalize(
+    client: kube.Client, body: Mapping[str, Any], settings: Settings, now: datetime
+) -> Outcome:
+    meta = body["metadata"]
+    if mscapi.FINALIZER not in (meta.get("finalizers") or ()):
+        return Outcome("ok")  # the garbage collector removes the outputs
+    namespace = meta["namespace"]
+    try:
+        tls: models.CobrowseTLS | None = models.parse(body)
+    except pydantic.ValidationError:
+        tls = None
+    ds_name = f"{meta['name']}-mscapi-agent"
+    ds = client.get_workload("DaemonSet", namespace, ds_name)
+    writes = 0
+    if ds is not None:
+        since = datetime.fromisoformat(str(meta["deletionTimestamp"]).replace("Z", "+00:00"))
+        done, writes = _cleanup_step(client, body, tls, ds, settings, now, since)
+        if not done:
+            return Outcome("ok", writes=writes, requeue_after=settings.rollout_poll)
+        client.delete_daemon_set(namespace, ds_name)
+        writes += 1
+    writes += _drop_finalizer(client, body)
+    return Outcome("ok", writes=writes)
+
+
+def _retire_agents(
+    client: kube.Client,
+    body: Mapping[str, Any],
+    tls: models.CobrowseTLS,
+    settings: Settings,
+    now: datetime,
+) -> tuple[int, bool]:
+    """Provider no longer MSCAPI: clean the stores up, then remove the agents and finalizer.
+
+    Returns the writes made and whether the cleanup is still under way.
+    """
+    if mscapi.FINALIZER not in (body["metadata"].get("finalizers") or ()):
+        return 0, False
+    namespace = tls.metadata.namespace or "default"
+    ds = client.get_workload("DaemonSet", namespace, tls.agent_daemonset_name)
+    writes = 0
+    if ds is not None and _owned_by(ds, tls):
+        stamp = (ds["metadata"].get("annotations") or {}).get(mscapi.ANNOTATION_CLEANUP_SINCE)
+        since = datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else now
+        done, writes = _cleanup_step(client, body, tls, ds, settings, now, since)
+        if not done:
+            return writes, True
+        client.delete_daemon_set(namespace, tls.agent_daemonset_name)
+        writes += 1
+    return writes + _drop_finalizer(client, body), False

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from cobrowse_tls import certs, truststores
+from cobrowse_tls import certs, mscapi, truststores
 from cobrowse_tls.api import models
 
 MANAGER = "cobrowse-tls-operator"
@@ -174,6 +174,7 @@ class Rendered:
     fingerprint: str
     input_hash: str
     aliases: tuple[str, ...]
+    daemon_set: dict[str, Any] | None = None  # the MSCAPI agent
 
     def certificate_status(self) -> list[dict[str, str]]:
         return [
@@ -192,8 +193,13 @@ def render(
     *,
     password: str | None,
     now: datetime,
+    agent: mscapi.AgentConfig | None = None,
 ) -> Rendered:
-    """Render every output. Raises InvalidInput or certs.CertificateError on bad input."""
+    """Render every output. Raises InvalidInput or certs.CertificateError on bad input.
+
+    ``agent`` (operator configuration) is needed only for provider MSCAPI; default settings
+    are used when it is not given.
+    """
     spec = tls.spec
     provider = spec.provider
     if provider is models.Provider.DISABLED:
@@ -248,6 +254,11 @@ def render(
         "metadata": _metadata(tls, tls.security_config_map_name, labels, annotations),
         "data": {k: v.decode() for k, v in files.items() if k in CONFIG_FILES},
     }
+    daemon_set = None
+    if provider is models.Provider.MSCAPI:
+        daemon_set = agent_daemon_set(
+            tls, fingerprint=fingerprint, input_hash=digest, agent=agent or mscapi.AgentConfig()
+        )
     return Rendered(
         files=files,
         secret=secret,
@@ -256,6 +267,33 @@ def render(
         fingerprint=fingerprint,
         input_hash=digest,
         aliases=aliases,
+        daemon_set=daemon_set,
+    )
+
+
+def agent_daemon_set(
+    tls: models.CobrowseTLS,
+    *,
+    fingerprint: str,
+    input_hash: str,
+    agent: mscapi.AgentConfig,
+    mode: str = mscapi.SYNC,
+    cleanup_since: str | None = None,
+) -> dict[str, Any]:
+    """The agent DaemonSet, with an input hash that also covers the operator's agent settings."""
+    material = json.dumps(
+        [input_hash, dataclasses.asdict(agent), mode], sort_keys=True, separators=(",", ":")
+    )
+    labels = {LABEL_MANAGED_BY: MANAGER, LABEL_OWNER: tls.metadata.name}
+    annotations = {ANNOTATION_INPUT_HASH: "sha256:" + hashlib.sha256(material.encode()).hexdigest()}
+    return mscapi.daemon_set(
+        tls,
+        fingerprint=fingerprint,
+        secret_name=tls.truststore_secret_name,
+        metadata=_metadata(tls, tls.agent_daemonset_name, labels, annotations),
+        agent=agent,
+        mode=mode,
+        cleanup_since=cleanup_since,
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import pydantic
 import yaml
 
-from cobrowse_tls import certs, render
+from cobrowse_tls import certs, mscapi, render
 from cobrowse_tls.api import models
 
 _PRIVATE_FILES = {render.TRUSTSTORE_JKS, render.TRUSTSTORE_PASSWORD}
@@ -146,12 +146,14 @@ def _jks_password(tls: models.CobrowseTLS, found: render.ObjectData) -> str | No
     return secrets.token_urlsafe(24)
 
 
-def render_inputs(paths: Sequence[str], now: datetime) -> render.Rendered:
+def render_inputs(
+    paths: Sequence[str], now: datetime, agent: mscapi.AgentConfig | None = None
+) -> render.Rendered:
     tls, found = load_inputs(paths)
     try:
         sources = render.resolve_sources(tls, found)
         password = _jks_password(tls, found)
-        return render.render(tls, sources, password=password, now=now)
+        return render.render(tls, sources, password=password, now=now, agent=agent)
     except render.InvalidInput as exc:
         raise UsageError(f"{exc.where}: {exc.detail} ({exc.reason})") from None
     except certs.CertificateError as exc:
@@ -160,6 +162,9 @@ def render_inputs(paths: Sequence[str], now: datetime) -> render.Rendered:
 
 class _Dumper(yaml.SafeDumper):
     """Multi-line values (setenv.sh, security.cfg) as literal blocks, as a person writes them."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -177,7 +182,9 @@ _Dumper.add_representer(str, _str)
 
 
 def manifests_yaml(rendered: render.Rendered) -> str:
-    objects = [o for o in (rendered.secret, rendered.config_map) if o is not None]
+    objects = [
+        o for o in (rendered.secret, rendered.config_map, rendered.daemon_set) if o is not None
+    ]
     return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
@@ -230,9 +237,18 @@ def main(argv: Iterable[str]) -> int:
         help="write ca.pem, truststore.jks, truststore-password, security.cfg, setenv.sh,"
         " setenv.bat (those that apply) here instead of printing manifests",
     )
+    parser.add_argument(
+        "--agent-image",
+        default=mscapi.DEFAULT_IMAGE,
+        metavar="IMAGE",
+        help="MSCAPI: the Windows agent image in the printed DaemonSet (as the operator's"
+        " --agent-image)",
+    )
     args = parser.parse_args(list(argv))
     try:
-        rendered = render_inputs(args.files, datetime.now(UTC))
+        rendered = render_inputs(
+            args.files, datetime.now(UTC), mscapi.AgentConfig(image=args.agent_image)
+        )
     except UsageError as exc:
         _fail(str(exc))
     if args.output_dir is None:

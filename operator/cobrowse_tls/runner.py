@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import kopf
 
-from cobrowse_tls import controller, kube, metrics, reconciler
+from cobrowse_tls import controller, kube, metrics, mscapi, reconciler
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,6 +98,23 @@ def _parser() -> argparse.ArgumentParser:
         help="a restarted workload not rolled out by then is RolloutStalled",
     )
     p.add_argument(
+        "--agent-image",
+        default=env("COBROWSE_TLS_AGENT_IMAGE", mscapi.DEFAULT_IMAGE),
+        help="image of the MSCAPI Windows agent DaemonSet",
+    )
+    p.add_argument(
+        "--agent-command",
+        default=env("COBROWSE_TLS_AGENT_COMMAND", "cobrowse-tls"),
+        help="the cobrowse-tls executable inside the agent image",
+    )
+    p.add_argument(
+        "--cleanup-timeout",
+        type=float,
+        default=float(env("COBROWSE_TLS_CLEANUP_TIMEOUT_SECONDS", "120")),
+        metavar="SECONDS",
+        help="deleting an MSCAPI CobrowseTLS waits at most this long for the agents to clean up",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=int(env("COBROWSE_TLS_WORKERS", "4")),
@@ -125,6 +142,8 @@ def main(argv: Iterable[str]) -> int:
         expiry_window=timedelta(days=args.expiry_window),
         restart_window=timedelta(seconds=args.restart_window),
         rollout_deadline=timedelta(seconds=args.rollout_deadline),
+        agent=mscapi.AgentConfig(image=args.agent_image, command=args.agent_command),
+        cleanup_timeout=timedelta(seconds=args.cleanup_timeout),
     )
     memo = handlers.Memo()
     memo.controller = controller.Controller(

@@ -1,0 +1,233 @@
+"""Layer 3: the MSCAPI agent DaemonSet and its sync status. Pure.
+
+The agent has no API access: what it must do travels in its pod template (the fingerprint, the
+store, the mode), and what it did comes back through its readiness probe, so the DaemonSet's
+own rollout status says which Windows nodes hold the current CA set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cobrowse_tls.api import models
+
+DEFAULT_IMAGE = "cobrowse-tls-agent:0.1.0"
+ANNOTATION_FINGERPRINT = "tls.cobrowse.io/fingerprint"
+ANNOTATION_MODE = "tls.cobrowse.io/agent-mode"
+ANNOTATION_CLEANUP_SINCE = "tls.cobrowse.io/cleanup-since"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+COMPONENT = "mscapi-agent"
+FINALIZER = "tls.cobrowse.io/mscapi-cleanup"
+
+MOUNT_DIR = "C:\\var\\run\\cobrowse-tls"
+STATE_DIR = "C:\\ProgramData\\cobrowse-tls"
+
+SYNC = "sync"
+CLEANUP = "cleanup"
+
+# Taints that clusters commonly put on Windows nodes.
+WINDOWS_TOLERATIONS = [
+    {"key": key, "operator": "Equal", "value": "windows", "effect": "NoSchedule"}
+    for key in ("os", "kubernetes.io/os", "node.kubernetes.io/os")
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Operator-level settings of the agent (not per CobrowseTLS)."""
+
+    image: str = DEFAULT_IMAGE
+    command: str = "cobrowse-tls"  # the executable in the image (also runs the probe)
+    interval: int = 30  # seconds between two checks of the store
+
+
+def selector_labels(tls: models.CobrowseTLS) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "cobrowse-tls-operator",
+        LABEL_COMPONENT: COMPONENT,
+        "tls.cobrowse.io/owner": tls.metadata.name,
+    }
+
+
+def ready_file(tls: models.CobrowseTLS) -> str:
+    # One file per CobrowseTLS: several may target the same node.
+    return f"{STATE_DIR}\\ready\\{tls.metadata.namespace or 'default'}_{tls.metadata.name}"
+
+
+def expected_marker(fingerprint: str, mode: str) -> str:
+    return fingerprint if mode == SYNC else f"cleaned:{fingerprint}"
+
+
+def daemon_set(
+    tls: models.CobrowseTLS,
+    *,
+    fingerprint: str,
+    secret_name: str,
+    metadata: Mapping[str, Any],
+    agent: AgentConfig,
+    mode: str = SYNC,
+    cleanup_since: str | None = None,
+) -> dict[str, Any]:
+    """The agent DaemonSet; ``metadata`` carries the labels/annotations/owner of all outputs."""
+    windows = tls.spec.windows or models.Windows()
+    owner = f"{tls.metadata.namespace or 'default'}/{tls.metadata.name}"
+    args = [
+        "agent",
+        "run",
+        "--ca-file", f"{MOUNT_DIR}\\ca.pem",
+        "--fingerprint", fingerprint,
+        "--owner", owner,
+        "--store", windows.store.value,
+        "--location", windows.location.value,
+        "--state-dir", STATE_DIR,
+        "--ready-file", ready_file(tls),
+        "--interval", str(agent.interval),
+        "--mode", mode,
+    ]  # fmt: skip
+    if windows.account:
+        args += ["--account", windows.account]
+    labels = selector_labels(tls)
+    meta = {
+        **metadata,
+        "name": tls.agent_daemonset_name,
+        "labels": {**metadata.get("labels", {}), **labels},
+        "annotations": dict(metadata.get("annotations", {})),
+    }
+    if cleanup_since is not None:
+        meta["annotations"][ANNOTATION_CLEANUP_SINCE] = cleanup_since
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": dict(labels)},
+            # Agents are independent and the store keeps its certificates while a pod is
+            # replaced: roll every node at once, a CA rotation should not wait node by node.
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": "100%"},
+            },
+            "template": {
+                "metadata": {
+                    "labels": dict(labels),
+                    "annotations": {ANNOTATION_FINGERPRINT: fingerprint, ANNOTATION_MODE: mode},
+                },
+                "spec": {
+                    "nodeSelector": {**windows.node_selector, "kubernetes.io/os": "windows"},
+                    "tolerations": WINDOWS_TOLERATIONS,
+                    "automountServiceAccountToken": False,
+                    "hostNetwork": True,
+                    "securityContext": {
+                        "windowsOptions": {
+                            "hostProcess": True,
+                            "runAsUserName": "NT AUTHORITY\\SYSTEM",
+                        }
+                    },
+                    "containers": [
+                        {
+                            "name": "agent",
+                            "image": agent.image,
+                            "command": [agent.command],
+                            "args": args,
+                            "readinessProbe": {
+                                "exec": {
+                                    "command": [
+                                        agent.command,
+                                        "agent",
+                                        "probe",
+                                        "--ready-file",
+                                        ready_file(tls),
+                                        "--expect",
+                                        expected_marker(fingerprint, mode),
+                                    ]
+                                },
+                                "periodSeconds": 5,
+                                "failureThreshold": 1,
+                            },
+                            "resources": {
+                                "requests": {"cpu": "10m", "memory": "64Mi"},
+                                "limits": {"memory": "256Mi"},
+                            },
+                            "volumeMounts": [
+                                {"name": "truststore", "mountPath": MOUNT_DIR, "readOnly": True}
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "truststore",
+                            "secret": {
+                                "secretName": secret_name,
+                                "items": [{"key": "ca.pem", "path": "ca.pem"}],
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Sync:
+    """WindowsTrustSynced as observed from the DaemonSet and its pods."""
+
+    synced: bool
+    desired: int
+    ready: int
+    not_synced: tuple[str, ...]
+    reason: str
+    message: str
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"desired": self.desired, "ready": self.ready}
+        if self.not_synced:
+            out["notSynced"] = list(self.not_synced)
+        return out
+
+
+def sync_state(
+    ds: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], *, fingerprint: str, mode: str
+) -> Sync:
+    """True only when every targeted node runs a Ready agent pod of the current template."""
+    if ds is None:
+        return Sync(False, 0, 0, (), "AgentPending", "the agent DaemonSet is not created yet")
+    status = ds.get("status") or {}
+    desired = int(status.get("desiredNumberScheduled", 0))
+    observed = status.get("observedGeneration", 0) >= ds["metadata"].get("generation", 0)
+    current = [
+        p
+        for p in pods
+        if (p.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_FINGERPRINT)
+        == fingerprint
+        and (p.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_MODE) == mode
+        and not p.get("metadata", {}).get("deletionTimestamp")
+    ]
+    ready_nodes = sorted({str(p.get("spec", {}).get("nodeName")) for p in current if _pod_ready(p)})
+    all_nodes = sorted({str(p.get("spec", {}).get("nodeName")) for p in pods if p.get("spec")})
+    not_synced = tuple(n for n in all_nodes if n not in ready_nodes and n != "None")
+    ready = len(ready_nodes)
+    if observed and desired == 0:
+        return Sync(
+            False, 0, 0, (), "NoWindowsNodes",
+            "no Windows node matches the agent's node selector",
+        )  # fmt: skip
+    synced = (
+        observed and ready >= desired and int(status.get("updatedNumberScheduled", 0)) >= desired
+    )
+    if synced:
+        return Sync(True, desired, ready, (), "Synced", f"{ready}/{desired} Windows nodes in sync")
+    waiting = f"; not yet: {', '.join(not_synced)}" if not_synced else ""
+    return Sync(
+        False, desired, ready, not_synced, "SyncInProgress",
+        f"{ready}/{desired} Windows nodes in sync{waiting}",
+    )  # fmt: skip
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    for cond in (pod.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
