@@ -82,8 +82,11 @@ def test_examples_render_to_manifests(
     code, out, err = run_main(["-f", str(example)], capsys)
     assert (code, err) == (0, "")
     docs = list(yaml.safe_load_all(out))
-    assert [d["kind"] for d in docs] == ["Secret", "ConfigMap"]
     cr = next(d for d in yaml.safe_load_all(example.read_text()) if d["kind"] == "CobrowseTLS")
+    kinds = ["Secret", "ConfigMap"]
+    if cr["spec"]["provider"] == "MSCAPI":
+        kinds.append("DaemonSet")  # the Windows agent
+    assert [d["kind"] for d in docs] == kinds
     assert docs[1]["metadata"]["name"] == f"{cr['metadata']['name']}-security"
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "cobrowse-tls-operator"
