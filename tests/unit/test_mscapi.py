@@ -1,0 +1,150 @@
+"""The MSCAPI agent DaemonSet (rendered) and WindowsTrustSynced (from DaemonSet + pods)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cobrowse_tls import mscapi, render
+from cobrowse_tls.api import models
+
+FP = "sha256:" + "ab" * 32
+
+
+def tls(**windows: Any) -> models.CobrowseTLS:
+    return models.parse(
+        {
+            "apiVersion": "tls.cobrowse.io/v1alpha1",
+            "kind": "CobrowseTLS",
+            "metadata": {"name": "cb", "namespace": "genesys", "uid": "u-1"},
+            "spec": {
+                "provider": "MSCAPI",
+                "application": {"type": "Server", "name": "CB_Server"},
+                "trustedCA": {"sources": [{"secret": {"name": "ca", "key": "ca.crt"}}]},
+                "windows": windows,
+            },
+        }
+    )
+
+
+def ds(t: models.CobrowseTLS, **kw: Any) -> dict[str, Any]:
+    return render.agent_daemon_set(
+        t, fingerprint=FP, input_hash="sha256:x", agent=mscapi.AgentConfig(image="agent:1"), **kw
+    )
+
+
+def test_daemon_set_is_a_host_process_agent_on_windows_nodes_only() -> None:
+    obj = ds(tls(nodeSelector={"pool": "cobrowse"}))
+    assert obj["metadata"]["name"] == "cb-mscapi-agent"
+    assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    pod = obj["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "cobrowse", "kubernetes.io/os": "windows"}
+    assert {"key": "os", "operator": "Equal", "value": "windows", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    assert pod["hostNetwork"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["windowsOptions"] == {
+        "hostProcess": True,
+        "runAsUserName": "NT AUTHORITY\\SYSTEM",
+    }
+    container = pod["containers"][0]
+    assert container["image"] == "agent:1"
+    args = container["args"]
+    assert args[:2] == ["agent", "run"]
+    assert args[args.index("--fingerprint") + 1] == FP
+    assert args[args.index("--owner") + 1] == "genesys/cb"
+    assert args[args.index("--mode") + 1] == "sync"
+    probe = container["readinessProbe"]["exec"]["command"]
+    assert probe[-2:] == ["--expect", FP]
+    assert pod["volumes"][0]["secret"]["secretName"] == "cb-truststore"
+    assert obj["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_FINGERPRINT] == FP
+
+
+@pytest.mark.parametrize(
+    ("windows", "expected"),
+    [
+        ({}, ["--store", "Root", "--location", "LocalMachine"]),
+        ({"store": "CA", "location": "Service", "account": "CoBrowse"},
+         ["--store", "CA", "--location", "Service", "--account", "CoBrowse"]),
+        ({"location": "User", "account": "S-1-5-21-1-2-3-1001"},
+         ["--location", "User", "--account", "S-1-5-21-1-2-3-1001"]),
+    ],
+)  # fmt: skip
+def test_store_and_account_reach_the_agent(windows: dict[str, str], expected: list[str]) -> None:
+    args = ds(tls(**windows))["spec"]["template"]["spec"]["containers"][0]["args"]
+    for flag, value in zip(expected[::2], expected[1::2], strict=True):
+        assert args[args.index(flag) + 1] == value
+
+
+def test_cleanup_mode_changes_the_template_and_the_expected_marker() -> None:
+    sync, cleanup = ds(tls()), ds(tls(), mode=mscapi.CLEANUP, cleanup_since="2030-01-01T00:00:00Z")
+    assert sync["spec"]["template"] != cleanup["spec"]["template"]
+    probe = cleanup["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]
+    assert probe["command"][-1] == f"cleaned:{FP}"
+    assert cleanup["metadata"]["annotations"][mscapi.ANNOTATION_CLEANUP_SINCE]
+    assert (
+        sync["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
+        != cleanup["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
+    )
+
+
+def test_agent_settings_change_the_input_hash() -> None:
+    a = ds(tls())
+    b = render.agent_daemon_set(
+        tls(), fingerprint=FP, input_hash="sha256:x", agent=mscapi.AgentConfig(image="agent:2")
+    )
+    assert a["metadata"]["annotations"] != b["metadata"]["annotations"]
+
+
+def daemon(desired: int, updated: int, gen: int = 2, observed: int = 2) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": gen},
+        "status": {
+            "observedGeneration": observed,
+            "desiredNumberScheduled": desired,
+            "updatedNumberScheduled": updated,
+        },
+    }
+
+
+def pod(node: str, ready: bool, fp: str = FP, mode: str = "sync") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "annotations": {mscapi.ANNOTATION_FINGERPRINT: fp, mscapi.ANNOTATION_MODE: mode}
+        },
+        "spec": {"nodeName": node},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def test_synced_only_when_every_node_runs_a_ready_current_pod() -> None:
+    ok = mscapi.sync_state(daemon(2, 2), [pod("w1", True), pod("w2", True)], fingerprint=FP,
+                           mode="sync")  # fmt: skip
+    assert (ok.synced, ok.desired, ok.ready, ok.reason) == (True, 2, 2, "Synced")
+    old = mscapi.sync_state(
+        daemon(2, 1), [pod("w1", True), pod("w2", True, fp="sha256:old")], fingerprint=FP,
+        mode="sync",
+    )  # fmt: skip
+    assert (old.synced, old.ready, old.not_synced) == (False, 1, ("w2",))
+    assert "w2" in old.message
+    unready = mscapi.sync_state(daemon(2, 2), [pod("w1", True), pod("w2", False)],
+                                fingerprint=FP, mode="sync")  # fmt: skip
+    assert (unready.synced, unready.not_synced) == (False, ("w2",))
+    stale = mscapi.sync_state(daemon(2, 2, gen=3), [pod("w1", True), pod("w2", True)],
+                              fingerprint=FP, mode="sync")  # fmt: skip
+    assert stale.synced is False
+
+
+def test_no_windows_nodes_and_no_daemon_set() -> None:
+    none = mscapi.sync_state(daemon(0, 0), [], fingerprint=FP, mode="sync")
+    assert (none.synced, none.reason) == (False, "NoWindowsNodes")
+    missing = mscapi.sync_state(None, [], fingerprint=FP, mode="sync")
+    assert (missing.synced, missing.reason) == (False, "AgentPending")
+
+
+def test_status_shape() -> None:
+    s = mscapi.sync_state(daemon(2, 1), [pod("w1", True), pod("w2", False)], fingerprint=FP,
+                          mode="sync")  # fmt: skip
+    assert s.status() == {"desired": 2, "ready": 1, "notSynced": ["w2"]}
