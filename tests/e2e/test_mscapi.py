@@ -1,0 +1,242 @@
+"""MSCAPI end to end: the agent DaemonSet on the Windows kwok nodes, sync, rotation, cleanup."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_backends import E2ECluster
+from kubernetes import client
+from operator_support import Api, OperatorProcess, cobrowse_tls, condition, secret, wait_for
+
+import pki as pkim
+from cobrowse_tls import mscapi, restarts
+
+
+@pytest.fixture(scope="session")
+def api(cluster: E2ECluster) -> Api:
+    a = Api(cluster.api_client)
+    a.install_crd()
+    return a
+
+
+@pytest.fixture(scope="module")
+def operator_proc(
+    cluster: E2ECluster, api: Api, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess | None]:
+    if os.environ.get("E2E_OPERATOR") == "external":
+        yield None
+        return
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    proc = OperatorProcess(
+        cluster.kubeconfig, log, "--resync", "2", "--restart-window", "0.5",
+        "--cleanup-timeout", "30", "--agent-image", "cobrowse-tls-agent:e2e", "--verbose",
+    )  # fmt: skip
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"operator log: {log}")
+
+
+pytestmark = pytest.mark.usefixtures("operator_proc")
+
+
+def _json(call: Any, *args: Any, **kw: Any) -> Any:
+    return json.loads(call(*args, _preload_content=False, **kw).data)
+
+
+def daemon_set(cluster: E2ECluster, ns: str) -> dict[str, Any] | None:
+    apps = client.AppsV1Api(cluster.api_client)
+    try:
+        obj: dict[str, Any] = _json(apps.read_namespaced_daemon_set, "cb-mscapi-agent", ns)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj
+
+
+def agent_pods(cluster: E2ECluster, ns: str) -> list[dict[str, Any]]:
+    core = client.CoreV1Api(cluster.api_client)
+    sel = "app.kubernetes.io/component=mscapi-agent,tls.cobrowse.io/owner=cb"
+    return list(_json(core.list_namespaced_pod, ns, label_selector=sel)["items"])
+
+
+def node_os(cluster: E2ECluster) -> dict[str, str]:
+    core = client.CoreV1Api(cluster.api_client)
+    nodes = _json(core.list_node)["items"]
+    return {n["metadata"]["name"]: n["metadata"]["labels"]["kubernetes.io/os"] for n in nodes}
+
+
+def windows_deployment(cluster: E2ECluster, ns: str) -> None:
+    apps = client.AppsV1Api(cluster.api_client)
+    labels = {"app": "cobrowse-windows"}
+    body = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "cobrowse-win", "namespace": ns, "labels": labels},
+        "spec": {
+            "replicas": 2, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "nodeSelector": {"kubernetes.io/os": "windows"},
+                "tolerations": mscapi.WINDOWS_TOLERATIONS,
+                "containers": [{"name": "cobrowse", "image": "genesys/cobrowse-win:test"}],
+            }},
+        },
+    }  # fmt: skip
+    _json(apps.create_namespaced_deployment, ns, body)
+
+
+def spec() -> dict[str, Any]:
+    return {
+        "provider": "MSCAPI",
+        "application": {"type": "Server", "name": "CB_Server"},
+        "trustedCA": {"sources": [{"secret": {"name": "ca", "key": "ca.crt"}}]},
+        "windows": {"store": "Root", "location": "LocalMachine"},
+        "workloads": [
+            {"kind": "Deployment", "selector": {"matchLabels": {"app": "cobrowse-windows"}}}
+        ],
+    }
+
+
+def synced(api: Api, ns: str) -> dict[str, Any] | None:
+    obj = api.get("CobrowseTLS", ns, "cb")
+    cond = condition(obj, "WindowsTrustSynced")
+    return obj if cond and cond["status"] == "True" else None
+
+
+def test_agents_run_on_windows_nodes_sync_and_gate_restarts(
+    cluster: E2ECluster, api: Api, namespace: str, pki: pkim.PKI
+) -> None:
+    windows_deployment(cluster, namespace)
+    api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root)}))
+    api.apply(cobrowse_tls(namespace, "cb", spec()))
+    obj = wait_for("WindowsTrustSynced", lambda: synced(api, namespace), timeout=60)
+    assert obj["status"]["windows"] == {"desired": 2, "ready": 2}
+    assert mscapi.FINALIZER in obj["metadata"]["finalizers"]
+
+    pods = agent_pods(cluster, namespace)
+    os_of = node_os(cluster)
+    assert sorted(os_of[p["spec"]["nodeName"]] for p in pods) == ["windows", "windows"]
+    assert len({p["spec"]["nodeName"] for p in pods}) == 2
+    ds = daemon_set(cluster, namespace)
+    assert ds is not None
+    pod_spec = ds["spec"]["template"]["spec"]
+    assert pod_spec["securityContext"]["windowsOptions"]["hostProcess"] is True
+    assert pod_spec["containers"][0]["image"] == "cobrowse-tls-agent:e2e"
+    wait_for("the workload restarted for the first material",
+             lambda: (c := condition(api.get("CobrowseTLS", namespace, "cb"), "WorkloadsRestarted"))
+             and c["reason"] == "RolloutComplete", timeout=60)  # fmt: skip
+    assert condition(api.get("CobrowseTLS", namespace, "cb"), "Ready")["status"] == "True"  # type: ignore[index]
+
+    # Rotation: the agents roll first; the Windows workload restarts only once they are synced.
+    first_fp = ds["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_FINGERPRINT]
+    apps = client.AppsV1Api(cluster.api_client)
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            d = daemon_set(cluster, namespace) or {}
+            fp = d.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
+            new_fp = fp.get(mscapi.ANNOTATION_FINGERPRINT) not in (None, first_fp)
+            st = d.get("status", {})
+            if (
+                new_fp
+                and "agents_synced" not in seen
+                and restarts.rollout_complete({**d, "kind": "DaemonSet"})
+                and st.get("numberReady", 0) == st.get("desiredNumberScheduled", -1)
+            ):
+                seen["agents_synced"] = time.monotonic()
+            dep = _json(apps.read_namespaced_deployment, "cobrowse-win", namespace)
+            if "workload" not in seen and restarts.template_hash(dep) not in (None, wl_hash):
+                seen["workload"] = time.monotonic()
+            time.sleep(0.05)
+
+    wl_hash = restarts.template_hash(
+        _json(apps.read_namespaced_deployment, "cobrowse-win", namespace)
+    )
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.other_root)}))
+        wait_for(
+            "the workload restarted after the rotation", lambda: "workload" in seen, timeout=90
+        )
+    finally:
+        stop.set()
+        t.join()
+    assert "agents_synced" in seen
+    assert seen["agents_synced"] <= seen["workload"]
+
+
+def test_real_agent_process_against_the_rendered_files(
+    cluster: E2ECluster, api: Api, namespace: str, pki: pkim.PKI, tmp_path: Path
+) -> None:
+    """The agent, with the file store, standing in for a Windows node of the DaemonSet."""
+    api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root, pki.intermediate)}))
+    api.apply(cobrowse_tls(namespace, "cb", spec()))
+    ds = wait_for("the agent DaemonSet", lambda: daemon_set(cluster, namespace))
+    out = wait_for("the truststore Secret", lambda: api.get("Secret", namespace, "cb-truststore"))
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    (mount / "ca.pem").write_bytes(base64.b64decode(out["data"]["ca.pem"]))
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    args = list(container["args"])
+    # Map the Windows paths of the pod onto this host, as the kubelet maps the volume.
+    swap = {
+        args[args.index("--ca-file") + 1]: str(mount / "ca.pem"),
+        args[args.index("--state-dir") + 1]: str(tmp_path / "state"),
+        args[args.index("--ready-file") + 1]: str(tmp_path / "ready"),
+    }
+    args = [swap.get(a, a) for a in args] + [
+        "--backend",
+        "file",
+        "--file-store",
+        str(tmp_path / "store"),
+        "--once",
+    ]
+    run = subprocess.run(
+        [sys.executable, "-m", "cobrowse_tls.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    fp = ds["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_FINGERPRINT]
+    assert (tmp_path / "ready").read_text() == fp
+    stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert len(stored) == 2
+    # The readiness probe of the DaemonSet, run the same way, passes.
+    probe = container["readinessProbe"]["exec"]["command"][1:]
+    probe = [swap.get(a, a) for a in probe]
+    assert subprocess.run([sys.executable, "-m", "cobrowse_tls.cli", *probe],
+                          capture_output=True, timeout=60).returncode == 0  # fmt: skip
+
+
+def test_deletion_runs_the_cleanup_phase_then_removes_the_agents(
+    cluster: E2ECluster, api: Api, namespace: str, pki: pkim.PKI
+) -> None:
+    api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root)}))
+    api.apply(cobrowse_tls(namespace, "cb", spec()))
+    wait_for("WindowsTrustSynced", lambda: synced(api, namespace), timeout=60)
+    api.delete("CobrowseTLS", namespace, "cb")
+    cleanup = wait_for("the agents in cleanup mode", lambda: (d := daemon_set(cluster, namespace))
+                       and d["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_MODE]
+                       == mscapi.CLEANUP and d)  # fmt: skip
+    assert cleanup["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "cleanup"
+    wait_for("the CR gone", lambda: api.get("CobrowseTLS", namespace, "cb") is None, timeout=60)
+    assert daemon_set(cluster, namespace) is None
+    reasons = [e["reason"] for e in api.events(namespace, "cb")]
+    assert "CleanupStarted" in reasons
+    assert "CleanupComplete" in reasons
