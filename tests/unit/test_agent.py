@@ -1,0 +1,565 @@
+"""The MSCAPI agent with the file-backed store: sync, rotation, crash safety, cleanup, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import pki as pki_module
+from cobrowse_tls import agent, certs
+from cobrowse_tls.agent import state
+from cobrowse_tls.agent.filestore import FileStore, target_dir
+from cobrowse_tls.agent.stores import Store, StoreError, Target, thumbprint
+from cobrowse_tls.agent.sync import sync_owner
+
+REPO = Path(__file__).resolve().parents[2]
+ROOT = Target("LocalMachine", "Root")
+
+
+class Env:
+    """One host: a file store root, a state directory, a ready file per owner."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.stores = base / "stores"
+        self.state = base / "state"
+
+    def store(self, target: Target = ROOT) -> FileStore:
+        return FileStore(target_dir(self.stores, target))
+
+    def contents(self, target: Target = ROOT) -> set[str]:
+        return self.store(target).list_thumbprints()
+
+    def ca(self, *items: pki_module.CertKey, name: str = "ca.pem") -> tuple[Path, str]:
+        """Write a ca.pem with ``items``; returns its path and fingerprint."""
+        path = self.base / name
+        path.write_bytes(pki_module.pem(*items))
+        return path, certs.fingerprint(certs.parse_source(path.read_bytes(), source="t"))
+
+    def config(
+        self,
+        ca: tuple[Path, str],
+        owner: str = "ns/a",
+        *,
+        target: Target = ROOT,
+        cleanup: bool = False,
+    ) -> agent.Config:
+        return agent.Config(
+            fingerprint=ca[1],
+            owner=owner,
+            target=target,
+            state_dir=self.state,
+            ready_file=self.base / f"ready-{owner.replace('/', '_')}",
+            backend="file",
+            ca_file=ca[0],
+            file_store=self.stores,
+            cleanup=cleanup,
+        )
+
+    def run(self, config: agent.Config, opener: Callable[[Target], Store] | None = None) -> bool:
+        ready, _ = agent.run_pass(config, opener or agent.store_opener(config))
+        return ready
+
+    def ready(self, config: agent.Config) -> str | None:
+        path = config.ready_file
+        return path.read_text() if path.exists() else None
+
+    def record(self, owner: str = "ns/a") -> dict[str, dict[str, list[str]]] | None:
+        path = state.record_path(self.state, owner)
+        if not path.exists():
+            return None
+        stores: dict[str, dict[str, list[str]]] = json.loads(path.read_text())["stores"]
+        return stores
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+def tp(item: pki_module.CertKey) -> str:
+    return thumbprint(item.der)
+
+
+def test_first_sync_adds_every_ca_and_marks_ready(env: Env, pki: pki_module.PKI) -> None:
+    config = env.config(env.ca(pki.root, pki.intermediate))
+    assert env.run(config)
+    assert env.contents() == {tp(pki.root), tp(pki.intermediate)}
+    assert env.ready(config) == config.fingerprint
+    assert env.record() == {
+        "LocalMachine/Root": {
+            "added": sorted([tp(pki.root), tp(pki.intermediate)]),
+            "preexisting": [],
+        }
+    }
+    # Stored as DER, named by the Windows thumbprint.
+    assert (env.store().directory / f"{tp(pki.root)}.cer").read_bytes() == pki.root.der
+    # A second pass changes nothing and stays ready.
+    assert env.run(config)
+    assert env.contents() == {tp(pki.root), tp(pki.intermediate)}
+
+
+def test_rotation_adds_the_new_and_removes_only_the_old_it_added(
+    env: Env, pki: pki_module.PKI
+) -> None:
+    now = pki.now
+    lookalike = pki_module.make_cert(
+        "Test Intermediate CA", not_before=now - pki_module.DAY, not_after=now + pki_module.DAY
+    )
+    assert lookalike.subject == pki.intermediate.subject
+    env.store().add(lookalike.der)
+    env.store().add(pki.no_bc.der)
+    assert env.run(env.config(env.ca(pki.root, pki.intermediate)))
+
+    rotated = env.config(env.ca(pki.root, pki.other_root))
+    assert env.run(rotated)
+    assert env.contents() == {tp(pki.root), tp(pki.other_root), tp(lookalike), tp(pki.no_bc)}
+    assert env.ready(rotated) == rotated.fingerprint
+    assert env.record() == {
+        "LocalMachine/Root": {
+            "added": sorted([tp(pki.root), tp(pki.other_root)]),
+            "preexisting": [],
+        }
+    }
+
+
+def test_a_certificate_there_before_the_agent_stays_forever(env: Env, pki: pki_module.PKI) -> None:
+    env.store().add(pki.root.der)
+    config = env.config(env.ca(pki.root, pki.intermediate))
+    assert env.run(config)
+    assert env.record() == {
+        "LocalMachine/Root": {"added": [tp(pki.intermediate)], "preexisting": [tp(pki.root)]}
+    }
+    # Rotating away from it leaves it; so does cleanup.
+    assert env.run(env.config(env.ca(pki.other_root)))
+    assert env.contents() == {tp(pki.root), tp(pki.other_root)}
+    assert env.run(env.config(env.ca(pki.root)))
+    assert env.run(env.config(env.ca(pki.root), cleanup=True))
+    assert env.contents() == {tp(pki.root)}
+    assert env.record() is None
+
+
+def test_a_pre_existing_certificate_removed_by_hand_and_wanted_becomes_ours(
+    env: Env, pki: pki_module.PKI
+) -> None:
+    env.store().add(pki.root.der)
+    config = env.config(env.ca(pki.root))
+    assert env.run(config)
+    env.store().remove(tp(pki.root))
+    assert env.run(config)
+    assert env.record() == {"LocalMachine/Root": {"added": [tp(pki.root)], "preexisting": []}}
+    assert env.run(env.config(env.ca(pki.root), cleanup=True))
+    assert env.contents() == set()
+
+
+class Crash(Exception):
+    """Stands for the agent process dying at that point."""
+
+
+class CrashingStore:
+    """A file store that dies right before or right after one operation."""
+
+    def __init__(self, inner: FileStore, *, on: str, after: bool) -> None:
+        self.inner, self.on, self.after = inner, on, after
+
+    def list_thumbprints(self) -> set[str]:
+        return self.inner.list_thumbprints()
+
+    def contains(self, thumb: str) -> bool:
+        return self.inner.contains(thumb)
+
+    def _op(self, name: str, call: Callable[[], None]) -> None:
+        if name == self.on and not self.after:
+            raise Crash(name)
+        call()
+        if name == self.on:
+            raise Crash(name)
+
+    def add(self, der: bytes) -> None:
+        self._op("add", lambda: self.inner.add(der))
+
+    def remove(self, thumb: str) -> None:
+        self._op("remove", lambda: self.inner.remove(thumb))
+
+
+@pytest.mark.parametrize("after", [True, False], ids=["after-add", "before-add"])
+def test_crash_around_an_add_then_rerun_converges(
+    env: Env, pki: pki_module.PKI, after: bool
+) -> None:
+    config = env.config(env.ca(pki.root, pki.intermediate))
+
+    def crashing(target: Target) -> Store:
+        return CrashingStore(env.store(target), on="add", after=after)
+
+    with pytest.raises(Crash):
+        env.run(config, crashing)
+    assert env.ready(config) is None
+    # The intent was on disk before the add: the certificate is known to be ours.
+    record = env.record()
+    assert record is not None
+    assert set(record["LocalMachine/Root"]["added"]) == {tp(pki.root), tp(pki.intermediate)}
+    assert env.run(config)
+    assert env.contents() == {tp(pki.root), tp(pki.intermediate)}
+    # And so cleanup removes it rather than mistaking it for a pre-existing certificate.
+    assert env.run(env.config(env.ca(pki.root, pki.intermediate), cleanup=True))
+    assert env.contents() == set()
+
+
+def test_crash_after_a_remove_then_rerun_converges(env: Env, pki: pki_module.PKI) -> None:
+    assert env.run(env.config(env.ca(pki.root, pki.intermediate)))
+    rotated = env.config(env.ca(pki.root))
+
+    def crashing(target: Target) -> Store:
+        return CrashingStore(env.store(target), on="remove", after=True)
+
+    with pytest.raises(Crash):
+        env.run(rotated, crashing)
+    assert env.contents() == {tp(pki.root)}
+    assert env.run(rotated)
+    assert env.record() == {"LocalMachine/Root": {"added": [tp(pki.root)], "preexisting": []}}
+
+
+def test_cleanup_removes_only_its_own(env: Env, pki: pki_module.PKI) -> None:
+    env.store().add(pki.no_bc.der)
+    env.store().add(pki.root.der)
+    a = env.config(env.ca(pki.root, pki.intermediate, name="a.pem"), "ns/a")
+    b = env.config(env.ca(pki.other_root, name="b.pem"), "ns/b")
+    assert env.run(a)
+    assert env.run(b)
+    cleanup = env.config(env.ca(pki.root, pki.intermediate, name="a.pem"), "ns/a", cleanup=True)
+    assert env.run(cleanup)
+    assert env.contents() == {tp(pki.no_bc), tp(pki.root), tp(pki.other_root)}
+    assert env.ready(cleanup) == "cleaned:" + a.fingerprint
+    assert env.record("ns/a") is None
+    assert env.record("ns/b") is not None
+    # Cleanup needs no ca.pem and is idempotent.
+    again = agent.Config(**{**cleanup.__dict__, "ca_file": None})
+    assert env.run(again)
+
+
+def test_two_owners_sharing_a_ca(env: Env, pki: pki_module.PKI) -> None:
+    a = env.config(env.ca(pki.root, pki.intermediate, name="a.pem"), "ns/a")
+    b = env.config(env.ca(pki.root, name="b.pem"), "other/b")
+    assert env.run(a)
+    assert env.run(b)
+    assert env.record("other/b") == {
+        "LocalMachine/Root": {"added": [tp(pki.root)], "preexisting": []}
+    }
+    # a stops wanting root: b still does, so it stays.
+    assert env.run(env.config(env.ca(pki.intermediate, name="a.pem"), "ns/a"))
+    assert env.contents() == {tp(pki.root), tp(pki.intermediate)}
+    assert env.run(env.config(env.ca(pki.intermediate, name="a.pem"), "ns/a", cleanup=True))
+    assert env.contents() == {tp(pki.root)}
+    # Now only b lists it: b's cleanup removes it.
+    assert env.run(env.config(env.ca(pki.root, name="b.pem"), "other/b", cleanup=True))
+    assert env.contents() == set()
+
+
+def test_cleanup_keeps_a_ca_another_owner_still_wants(env: Env, pki: pki_module.PKI) -> None:
+    a = env.config(env.ca(pki.root, name="a.pem"), "ns/a")
+    b = env.config(env.ca(pki.root, name="b.pem"), "ns/b")
+    assert env.run(a)
+    assert env.run(b)
+    assert env.run(env.config(env.ca(pki.root, name="a.pem"), "ns/a", cleanup=True))
+    assert env.contents() == {tp(pki.root)}
+    assert env.run(b)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"garbage, not PEM",
+        b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        b"",
+    ],
+    ids=["garbage", "bad-pem", "empty"],
+)
+def test_unusable_ca_pem_leaves_the_store_unchanged_and_not_ready(
+    env: Env, pki: pki_module.PKI, content: bytes
+) -> None:
+    good = env.config(env.ca(pki.root))
+    assert env.run(good)
+    good.ca_file.write_bytes(content)  # type: ignore[union-attr]
+    ready, message = agent.run_pass(good, agent.store_opener(good))
+    assert not ready
+    assert "store left unchanged" in message
+    assert env.ready(good) is None
+    assert env.contents() == {tp(pki.root)}
+    assert env.record() == {"LocalMachine/Root": {"added": [tp(pki.root)], "preexisting": []}}
+
+
+def test_a_ca_pem_not_yet_refreshed_leaves_the_store_unchanged(
+    env: Env, pki: pki_module.PKI
+) -> None:
+    old = env.config(env.ca(pki.root))
+    assert env.run(old)
+    # The pod template already carries the new fingerprint; the volume still has the old file.
+    _, new_fingerprint = env.ca(pki.other_root, name="new.pem")
+    waiting = agent.Config(**{**old.__dict__, "fingerprint": new_fingerprint})
+    ready, message = agent.run_pass(waiting, agent.store_opener(waiting))
+    assert not ready
+    assert f"waiting for {new_fingerprint}" in message
+    assert env.contents() == {tp(pki.root)}
+    assert env.ready(waiting) is None
+
+
+def test_missing_ca_pem_is_not_ready(env: Env, pki: pki_module.PKI) -> None:
+    config = env.config((env.base / "absent.pem", env.ca(pki.root)[1]))
+    assert not env.run(config)
+    assert env.contents() == set()
+
+
+class FailingStore(FileStore):
+    def add(self, der: bytes) -> None:
+        raise StoreError("access denied")
+
+
+def test_ready_only_when_in_sync(env: Env, pki: pki_module.PKI) -> None:
+    config = env.config(env.ca(pki.root))
+    config.ready_file.write_text(config.fingerprint)  # left by an earlier pod
+    ready, message = agent.run_pass(config, lambda t: FailingStore(target_dir(env.stores, t)))
+    assert not ready
+    assert "access denied" in message
+    assert env.ready(config) is None
+    assert env.run(config)
+    assert env.ready(config) == config.fingerprint
+
+
+def test_an_unreadable_record_touches_no_store(env: Env, pki: pki_module.PKI) -> None:
+    env.state.mkdir()
+    (env.state / "ns_b.json").write_text("{not json")
+    config = env.config(env.ca(pki.root))
+    ready, message = agent.run_pass(config, agent.store_opener(config))
+    assert not ready
+    assert "ns_b.json" in message
+    assert env.contents() == set()
+
+
+def test_a_new_location_empties_the_old_store(env: Env, pki: pki_module.PKI) -> None:
+    env.store().add(pki.no_bc.der)
+    ca = env.ca(pki.root)
+    assert env.run(env.config(ca))
+    service = Target("Service", "Root", "CobrowseSvc")
+    assert env.run(env.config(ca, target=service))
+    assert env.contents() == {tp(pki.no_bc)}
+    assert env.contents(service) == {tp(pki.root)}
+    assert set(env.record() or {}) == {"Service/CobrowseSvc/Root"}
+
+
+def test_sync_owner_reports_each_store(env: Env, pki: pki_module.PKI) -> None:
+    wanted = {tp(pki.root): pki.root.der}
+    result = sync_owner(env.state, "ns/a", ROOT, wanted, env.store)
+    assert result.in_sync
+    assert result.outcomes["LocalMachine/Root"].added == [tp(pki.root)]
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def test_probe_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ready = tmp_path / "ready"
+    args = ["probe", "--ready-file", str(ready), "--expect", "sha256:abc"]
+    assert agent.main(args) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    ready.write_text("sha256:old")
+    assert agent.main(args) == 1
+    assert "sha256:old" in capsys.readouterr().err
+    ready.write_text("sha256:abc")
+    assert agent.main(args) == 0
+    assert capsys.readouterr().err == ""
+    ready.write_text("cleaned:sha256:abc")
+    assert agent.main(args) == 1
+    assert agent.main([*args[:-1], "cleaned:sha256:abc"]) == 0
+
+
+def _run_args(env: Env, ca: tuple[Path, str], *extra: str) -> list[str]:
+    return [
+        "run",
+        "--ca-file", str(ca[0]),
+        "--fingerprint", ca[1],
+        "--owner", "ns/a",
+        "--store", "Root",
+        "--location", "LocalMachine",
+        "--state-dir", str(env.state),
+        "--ready-file", str(env.base / "ready"),
+        "--backend", "file",
+        "--file-store", str(env.stores),
+        *extra,
+    ]  # fmt: skip
+
+
+GOOD_FP = "sha256:" + "0" * 64
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--fingerprint": "sha1:abc"}, "--fingerprint"),
+        ({"--fingerprint": "sha256:" + "A" * 64}, "--fingerprint"),
+        ({"--owner": "just-a-name"}, "--owner"),
+        ({"--owner": "ns/../x"}, "--owner"),
+        ({"--owner": "Upper/x"}, "--owner"),
+        ({"--store": "My"}, "--store"),
+        ({"--location": "CurrentUser"}, "--location"),
+        ({"--location": "Service"}, "needs an account"),
+        ({"--location": "User", "--account": "alice"}, "SID"),
+        ({"--location": "Service", "--account": "a\\b"}, "backslash"),
+        ({"--location": "Service", "--account": ".."}, "--account"),
+        ({"--account": "svc"}, "LocalMachine takes no account"),
+        ({"--backend": "windows"}, "only on Windows"),
+        ({"--backend": "registry"}, "--backend"),
+        ({"--interval": "soon"}, "--interval"),
+        ({"--interval": "0"}, "--interval"),
+        ({"--mode": "delete"}, "--mode"),
+        ({"--file-store": None}, "--file-store is required"),
+        ({"--ca-file": None}, "--ca-file is required"),
+        ({"--state-dir": None}, "--state-dir is required"),
+        ({"--bogus": "1"}, "unrecognized"),
+    ],
+)
+def test_invalid_arguments_exit_2_with_one_line(
+    env: Env,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, str | None],
+    message: str,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(agent.ENV_PREFIX):
+            monkeypatch.delenv(name)
+    args = _run_args(env, (env.base / "ca.pem", GOOD_FP))
+    if sys.platform == "win32" and change.get("--backend") == "windows":
+        pytest.skip("the windows backend exists here")
+    for flag, value in change.items():
+        if flag in args:
+            index = args.index(flag)
+            del args[index : index + 2]
+        if value is not None:
+            args += [flag, value]
+    assert agent.main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert not (env.base / "ready").exists()
+
+
+def test_environment_variables_stand_in_for_flags(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COBROWSE_AGENT_FINGERPRINT", GOOD_FP)
+    monkeypatch.setenv("COBROWSE_AGENT_OWNER", "ns/from-env")
+    monkeypatch.setenv("COBROWSE_AGENT_LOCATION", "User")
+    monkeypatch.setenv("COBROWSE_AGENT_ACCOUNT", "S-1-5-21-1-2-3-1001")
+    monkeypatch.setenv("COBROWSE_AGENT_STORE", "CA")
+    monkeypatch.setenv("COBROWSE_AGENT_MODE", "cleanup")
+    monkeypatch.setenv("COBROWSE_AGENT_INTERVAL", "5")
+    args = argparse.Namespace(
+        **{k: None for k in ("ca_file", "fingerprint", "owner", "store", "location", "account")},
+        state_dir=str(env.state),
+        ready_file="r",
+        backend="file",
+        file_store="s",
+        interval=None,
+        once=False,
+        mode=None,
+    )
+    config = agent.parse_config(args)
+    assert config.owner == "ns/from-env"
+    assert config.target == Target("User", "CA", "S-1-5-21-1-2-3-1001")
+    assert config.cleanup
+    assert config.interval == 5
+    assert config.ready_text == "cleaned:" + GOOD_FP
+    # A flag wins over its variable.
+    args.owner = "ns/from-flag"
+    assert agent.parse_config(args).owner == "ns/from-flag"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    return subprocess.run(
+        [sys.executable, "-m", "cobrowse_tls.cli", "agent", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+
+
+def test_cli_run_once_with_the_file_backend(env: Env, pki: pki_module.PKI) -> None:
+    ca = env.ca(pki.root, pki.intermediate)
+    done = _cli(*_run_args(env, ca, "--once"))
+    assert done.returncode == 0, done.stderr
+    assert env.contents() == {tp(pki.root), tp(pki.intermediate)}
+    assert (env.base / "ready").read_text() == ca[1]
+    assert _cli("probe", "--ready-file", str(env.base / "ready"), "--expect", ca[1]).returncode == 0
+
+    stale = _cli(*_run_args(env, (ca[0], GOOD_FP), "--once"))
+    assert stale.returncode == 1
+    assert "waiting for" in stale.stderr
+    assert not (env.base / "ready").exists()
+
+    cleaned = _cli(*_run_args(env, ca, "--once", "--mode", "cleanup"))
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert env.contents() == set()
+    assert (env.base / "ready").read_text() == "cleaned:" + ca[1]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cli_loop_stops_cleanly_on_sigterm(env: Env, pki: pki_module.PKI) -> None:
+    ca = env.ca(pki.root)
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cobrowse_tls.cli",
+            "agent",
+            *_run_args(env, ca, "--interval", "0.2"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (env.base / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (env.base / "ready").read_text() == ca[1]
+        # The loop keeps converging: a CA deleted by hand comes back on a later pass.
+        env.store().remove(tp(pki.root))
+        deadline = time.monotonic() + 30
+        while tp(pki.root) not in env.contents() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tp(pki.root) in env.contents()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopping on signal" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_agent_imports_no_kubernetes_client() -> None:
+    code = (
+        "import sys, cobrowse_tls.cli as c; c.main(['agent', 'probe', '--ready-file', 'x',"
+        " '--expect', 'y'])\n"
+        "bad = [m for m in ('kubernetes', 'kopf', 'cryptography') if m in sys.modules]\n"
+        "print(','.join(bad))"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
