@@ -483,6 +483,29 @@ def test_environment_variables_stand_in_for_flags(
     assert agent.parse_config(args).owner == "ns/from-flag"
 
 
+def test_paths_expand_environment_variables(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTAINER_SANDBOX_MOUNT_POINT", str(env.base))
+    args = argparse.Namespace(
+        ca_file="$CONTAINER_SANDBOX_MOUNT_POINT/ca.pem",
+        fingerprint=GOOD_FP,
+        owner="ns/a",
+        store="Root",
+        location="LocalMachine",
+        account=None,
+        state_dir="$CONTAINER_SANDBOX_MOUNT_POINT/state",
+        ready_file="${CONTAINER_SANDBOX_MOUNT_POINT}/ready",
+        backend="file",
+        file_store="s",
+        interval=None,
+        once=True,
+        mode=None,
+    )
+    config = agent.parse_config(args)
+    assert config.ca_file == env.base / "ca.pem"
+    assert config.state_dir == env.base / "state"
+    assert config.ready_file == env.base / "ready"
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
     return subprocess.run(

@@ -99,6 +99,12 @@ def _parser() -> _Parser:
     return parser
 
 
+def _path(value: str) -> Path:
+    # HostProcess containers see their volumes under %CONTAINER_SANDBOX_MOUNT_POINT%, which
+    # only the runtime knows; the kubelet cannot substitute it into args.
+    return Path(os.path.expandvars(value))
+
+
 def _pick(args: argparse.Namespace, flag: str, *, required: bool = True) -> str | None:
     value: str | None = getattr(args, flag.replace("-", "_")) or _env(flag)
     if value is None and required:
@@ -157,11 +163,11 @@ def parse_config(args: argparse.Namespace) -> Config:
         fingerprint=fingerprint,
         owner=owner,
         target=target,
-        state_dir=Path(str(_pick(args, "state-dir"))),
-        ready_file=Path(str(_pick(args, "ready-file"))),
+        state_dir=_path(str(_pick(args, "state-dir"))),
+        ready_file=_path(str(_pick(args, "ready-file"))),
         backend=backend,
-        ca_file=Path(ca_file) if ca_file else None,
-        file_store=Path(file_store) if file_store else None,
+        ca_file=_path(ca_file) if ca_file else None,
+        file_store=_path(file_store) if file_store else None,
         interval=interval,
         once=bool(args.once),
         cleanup=cleanup,
@@ -319,7 +325,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         args = _parser().parse_args(list(argv))
         if args.verb == "probe":
-            code, why = probe(Path(args.ready_file), args.expect)
+            code, why = probe(_path(args.ready_file), args.expect)
             if why:
                 print(f"cobrowse-tls agent probe: {why}", file=sys.stderr)
             return code
