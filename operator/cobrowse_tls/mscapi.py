@@ -22,7 +22,8 @@ COMPONENT = "mscapi-agent"
 FINALIZER = "tls.cobrowse.io/mscapi-cleanup"
 
 MOUNT_DIR = "C:\\var\\run\\cobrowse-tls"
-STATE_DIR = "C:\\ProgramData\\cobrowse-tls"
+STATE_DIR = "C:\\ProgramData\\cobrowse-tls\\agent"
+READY_DIR = "C:\\ProgramData\\cobrowse-tls\\ready"
 
 SYNC = "sync"
 CLEANUP = "cleanup"
@@ -39,7 +40,10 @@ class AgentConfig:
     """Operator-level settings of the agent (not per CobrowseTLS)."""
 
     image: str = DEFAULT_IMAGE
-    command: str = "cobrowse-tls"  # the executable in the image (also runs the probe)
+    # How the image runs `cobrowse-tls` (for the agent and its readiness probe). A HostProcess
+    # container starts in its sandbox mount point, where images/agent/Dockerfile.windows puts
+    # an embeddable Python under agent\python.
+    command: tuple[str, ...] = ("agent\\python\\python.exe", "-m", "cobrowse_tls.cli")
     interval: int = 30  # seconds between two checks of the store
 
 
@@ -53,7 +57,7 @@ def selector_labels(tls: models.CobrowseTLS) -> dict[str, str]:
 
 def ready_file(tls: models.CobrowseTLS) -> str:
     # One file per CobrowseTLS: several may target the same node.
-    return f"{STATE_DIR}\\ready\\{tls.metadata.namespace or 'default'}_{tls.metadata.name}"
+    return f"{READY_DIR}\\{tls.metadata.namespace or 'default'}_{tls.metadata.name}"
 
 
 def expected_marker(fingerprint: str, mode: str) -> str:
@@ -74,8 +78,6 @@ def daemon_set(
     windows = tls.spec.windows or models.Windows()
     owner = f"{tls.metadata.namespace or 'default'}/{tls.metadata.name}"
     args = [
-        "agent",
-        "run",
         "--ca-file", f"{MOUNT_DIR}\\ca.pem",
         "--fingerprint", fingerprint,
         "--owner", owner,
@@ -129,12 +131,12 @@ def daemon_set(
                         {
                             "name": "agent",
                             "image": agent.image,
-                            "command": [agent.command],
+                            "command": [*agent.command, "agent", "run"],
                             "args": args,
                             "readinessProbe": {
                                 "exec": {
                                     "command": [
-                                        agent.command,
+                                        *agent.command,
                                         "agent",
                                         "probe",
                                         "--ready-file",

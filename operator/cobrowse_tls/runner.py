@@ -104,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--agent-command",
-        default=env("COBROWSE_TLS_AGENT_COMMAND", "cobrowse-tls"),
-        help="the cobrowse-tls executable inside the agent image",
+        default=env("COBROWSE_TLS_AGENT_COMMAND", " ".join(mscapi.AgentConfig().command)),
+        help="how the agent image runs cobrowse-tls (words separated by spaces)",
     )
     p.add_argument(
         "--cleanup-timeout",
@@ -142,7 +142,7 @@ def main(argv: Iterable[str]) -> int:
         expiry_window=timedelta(days=args.expiry_window),
         restart_window=timedelta(seconds=args.restart_window),
         rollout_deadline=timedelta(seconds=args.rollout_deadline),
-        agent=mscapi.AgentConfig(image=args.agent_image, command=args.agent_command),
+        agent=mscapi.AgentConfig(image=args.agent_image, command=tuple(args.agent_command.split())),
         cleanup_timeout=timedelta(seconds=args.cleanup_timeout),
     )
     memo = handlers.Memo()

@@ -199,13 +199,8 @@ def test_real_agent_process_against_the_rendered_files(
         args[args.index("--state-dir") + 1]: str(tmp_path / "state"),
         args[args.index("--ready-file") + 1]: str(tmp_path / "ready"),
     }
-    args = [swap.get(a, a) for a in args] + [
-        "--backend",
-        "file",
-        "--file-store",
-        str(tmp_path / "store"),
-        "--once",
-    ]
+    args = ["agent", "run", *(swap.get(a, a) for a in args)]
+    args += ["--backend", "file", "--file-store", str(tmp_path / "store"), "--once"]
     run = subprocess.run(
         [sys.executable, "-m", "cobrowse_tls.cli", *args],
         capture_output=True,
@@ -215,10 +210,11 @@ def test_real_agent_process_against_the_rendered_files(
     assert run.returncode == 0, run.stderr
     fp = ds["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_FINGERPRINT]
     assert (tmp_path / "ready").read_text() == fp
-    stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    stored = list((tmp_path / "store").rglob("*.cer"))
     assert len(stored) == 2
     # The readiness probe of the DaemonSet, run the same way, passes.
-    probe = container["readinessProbe"]["exec"]["command"][1:]
+    probe = container["readinessProbe"]["exec"]["command"]
+    probe = probe[probe.index("agent") :]
     probe = [swap.get(a, a) for a in probe]
     assert subprocess.run([sys.executable, "-m", "cobrowse_tls.cli", *probe],
                           capture_output=True, timeout=60).returncode == 0  # fmt: skip

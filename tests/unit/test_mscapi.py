@@ -52,7 +52,7 @@ def test_daemon_set_is_a_host_process_agent_on_windows_nodes_only() -> None:
     container = pod["containers"][0]
     assert container["image"] == "agent:1"
     args = container["args"]
-    assert args[:2] == ["agent", "run"]
+    assert container["command"][-2:] == ["agent", "run"]
     assert args[args.index("--fingerprint") + 1] == FP
     assert args[args.index("--owner") + 1] == "genesys/cb"
     assert args[args.index("--mode") + 1] == "sync"
