@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from cobrowse_tls import certs, conditions, kube, mscapi, render, restarts
+from cobrowse_tls import certs, conditions, connections, kube, mscapi, render, restarts
 from cobrowse_tls.api import models
 
 log = logging.getLogger("cobrowse_tls.reconciler")
@@ -37,6 +37,8 @@ class Settings:
     agent: mscapi.AgentConfig = dataclasses.field(default_factory=mscapi.AgentConfig)
     # Deleting an MSCAPI CobrowseTLS waits at most this long for the agents to clean up.
     cleanup_timeout: timedelta = timedelta(minutes=2)
+    # Handshake with configServer and connections (the operator needs to reach them).
+    verify_connections: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +272,12 @@ def reconcile(
         ),
         conditions.certificate_validity(rendered.selection, now=now, window=settings.expiry_window),
     ]
+    ca_pem = rendered.files.get(render.CA_PEM)
+    if settings.verify_connections and ca_pem and connections.endpoints(tls.spec):
+        ok, reason, message = connections.verify_all(tls.spec, ca_pem)
+        observations.insert(
+            1, conditions.Observation(conditions.CONNECTIONS_VERIFIED, ok, reason, message)
+        )
     requeue: float | None = None
     windows_status: dict[str, Any] | None = None
     blocked_by: str | None = None

@@ -115,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
         help="deleting an MSCAPI CobrowseTLS waits at most this long for the agents to clean up",
     )
     p.add_argument(
+        "--verify-connections",
+        action="store_true",
+        default=env("COBROWSE_TLS_VERIFY_CONNECTIONS", "").lower() in ("1", "true", "yes"),
+        help="handshake with configServer and connections, trusting only the rendered CAs"
+        " (sets ConnectionsVerified; the operator must reach those servers)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=int(env("COBROWSE_TLS_WORKERS", "4")),
@@ -144,6 +151,7 @@ def main(argv: Iterable[str]) -> int:
         rollout_deadline=timedelta(seconds=args.rollout_deadline),
         agent=mscapi.AgentConfig(image=args.agent_image, command=tuple(args.agent_command.split())),
         cleanup_timeout=timedelta(seconds=args.cleanup_timeout),
+        verify_connections=args.verify_connections,
     )
     memo = handlers.Memo()
     memo.controller = controller.Controller(

@@ -5,11 +5,7 @@ These tools are part of the test contract: when one is missing the tests fail (n
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,20 +14,12 @@ import pytest
 import pki as p
 from cobrowse_tls.certs import parse_source, select
 from cobrowse_tls.truststores import jks_truststore, pem_bundle
+from tls_servers import tool
 
 pytestmark = pytest.mark.interop
 
 JAVA_SOURCE = Path(__file__).parent / "java" / "TlsProbe.java"
 STOREPASS = "s3cret-store-pass"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} not found on PATH: the interop tests need keytool, javac, java, openssl"
-        )
-    return path
 
 
 @dataclass(frozen=True)
@@ -69,80 +57,6 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=120,
     )
     return classes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def servers(pki: p.PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
-    """``openssl s_server`` on 127.0.0.1, one per server certificate; name -> port."""
-    openssl = tool("openssl")
-    now = pki.now
-    wrong_name = p.make_cert(
-        "wrong.example",
-        issuer=pki.root,
-        ca=False,
-        hosts=("wrong.example",),
-        not_before=now - p.DAY,
-        not_after=now + p.DAY,
-    )
-    certificates = {"good": pki.server, "other-ca": pki.other_server, "wrong-name": wrong_name}
-    processes: list[subprocess.Popen[bytes]] = []
-    ports: dict[str, int] = {}
-    try:
-        for name, item in certificates.items():
-            directory = tmp_path_factory.mktemp(f"server-{name}")
-            cert = p.write_server(directory, item)
-            port = free_port()
-            processes.append(
-                subprocess.Popen(
-                    [
-                        openssl,
-                        "s_server",
-                        "-quiet",
-                        "-accept",
-                        f"127.0.0.1:{port}",
-                        "-cert",
-                        str(cert),
-                        "-key",
-                        str(directory / "server-key.pem"),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            ports[name] = port
-        for (name, port), process in zip(ports.items(), processes, strict=True):
-            wait_listening(port, process, name)
-        yield ports
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes], name: str) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"openssl s_server ({name}) exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"openssl s_server ({name}) did not listen on port {port}")
 
 
 def run_probe(probe: Path, port: int, store: Path, password: str = STOREPASS) -> tuple[int, str]:
