@@ -590,3 +590,43 @@ def test_printer_columns(cluster: E2ECluster, api: Api, namespace: str, pki: pki
     header, row = out.splitlines()[:2]
     assert header.split() == ["NAME", "PROVIDER", "READY", "CERTIFICATES", "EXPIRES", "AGE"]
     assert row.split()[:4] == ["cb", "PEM", "True", "2"]
+
+
+def test_connections_verified_against_real_tls_servers(
+    cluster: E2ECluster,
+    api: Api,
+    namespace: str,
+    pki: pkim.PKI,
+    tmp_path: Path,
+    servers: dict[str, int],
+    operator_proc: OperatorProcess | None,
+) -> None:
+    api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root)}))
+    good = {"name": "MessageServer", "host": "127.0.0.1", "port": servers["good"]}
+    bad = {"name": "ChatServer", "host": "127.0.0.1", "port": servers["other-ca"]}
+    spec = {
+        "provider": "PEM",
+        "application": {"name": "CB_Cluster"},
+        "trustedCA": {"sources": [src("ca")]},
+        "connections": [good],
+    }
+    with own_operator(cluster, operator_proc, tmp_path / "op.log", "--verify-connections"):
+        api.apply(cobrowse_tls(namespace, "cb", spec))
+        obj = wait_for("Ready with verified connections", lambda: ready(api, namespace, "cb"))
+        cond = condition(obj, "ConnectionsVerified")
+        assert cond is not None
+        assert (cond["status"], cond["reason"]) == ("True", "Verified")
+        api.apply(cobrowse_tls(namespace, "cb", {**spec, "connections": [good, bad]}))
+        obj = wait_for(
+            "HandshakeFailed",
+            lambda: (
+                (o := api.get("CobrowseTLS", namespace, "cb"))
+                and (c := condition(o, "ConnectionsVerified"))
+                and c["reason"] == "HandshakeFailed"
+                and o
+            ),
+        )
+    cond = condition(obj, "ConnectionsVerified")
+    assert cond is not None
+    assert f"ChatServer 127.0.0.1:{servers['other-ca']}" in cond["message"]
+    assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
