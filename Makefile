@@ -1,0 +1,81 @@
+# Developer entry points. `make help` lists them.
+#
+# `make image` and `make kind-e2e` need a container engine (docker or podman) and, for the
+# latter, kind and kubectl; the sandbox this repository is developed in has none, so they are
+# exercised on such machines only (the same suite runs on the local control plane there:
+# `hack/test.sh tests/e2e`). Everything else runs anywhere.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VERSION          ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE            ?= cobrowse-tls-operator
+TAG              ?= $(VERSION)
+PYTHON_IMAGE     ?= python:3.11.13-slim-bookworm
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+KIND             ?= kind
+KIND_CLUSTER     ?= cobrowse-tls-e2e
+KIND_KUBECONFIG  ?= $(CURDIR)/out/kind/kubeconfig
+RELEASE          ?= cobrowse-tls-operator
+RELEASE_NS       ?= cobrowse-tls-system
+CHART            := charts/cobrowse-tls-operator
+# helm and kubectl: the pinned ones from hack/build-binaries.sh when built, else PATH.
+BIN_DIR          := $(shell d=$${COBROWSE_TLS_BIN_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/cobrowse-tls/bin/k8s-v1.36.2_etcd-v3.6.10_kwok-v0.8.0_helm-v3.21.4}; [ -x $$d/helm ] && echo $$d)
+HELM             ?= $(if $(BIN_DIR),$(BIN_DIR)/helm,helm)
+KUBECTL          ?= $(if $(BIN_DIR),$(BIN_DIR)/kubectl,kubectl)
+PYTEST           ?= .venv/bin/pytest
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: test
+test: ## the whole suite (lint, types, unit, interop, e2e on the local control plane)
+	hack/test.sh
+
+.PHONY: image
+image: ## build the operator image $(IMAGE):$(TAG) (needs docker or podman)
+	@[ -n "$(CONTAINER_ENGINE)" ] || { echo "make image: no docker or podman on PATH" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	  --build-arg VERSION=$(VERSION) -t $(IMAGE):$(TAG) -f Dockerfile .
+
+.PHONY: chart-lint
+chart-lint: ## helm lint the chart with default and non-default values
+	$(HELM) lint --strict $(CHART)
+	for f in tests/chart/values/*.yaml; do $(HELM) lint --strict $(CHART) -f $$f; done
+
+.PHONY: chart-test
+chart-test: ## the chart's template tests (real helm)
+	$(PYTEST) tests/chart -q
+
+.PHONY: kind-up
+kind-up: ## create the kind cluster from kind-config.yaml (kubeconfig in out/kind/)
+	@mkdir -p $(dir $(KIND_KUBECONFIG))
+	$(KIND) get clusters 2>/dev/null | grep -qx $(KIND_CLUSTER) || \
+	  $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 180s \
+	    --kubeconfig $(KIND_KUBECONFIG)
+	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG)
+
+.PHONY: kind-install
+kind-install: image kind-up ## load the image into kind and helm install the chart (cluster-wide)
+	$(KIND) load docker-image $(IMAGE):$(TAG) --name $(KIND_CLUSTER)
+	$(HELM) upgrade --install $(RELEASE) $(CHART) --kubeconfig $(KIND_KUBECONFIG) \
+	  --namespace $(RELEASE_NS) --create-namespace \
+	  --set image.repository=$(IMAGE) --set image.tag=$(TAG) --set image.pullPolicy=Never \
+	  --set operator.logFormat=plain --set operator.resyncSeconds=2 \
+	  --wait --timeout 5m
+	$(KUBECTL) --kubeconfig $(KIND_KUBECONFIG) -n $(RELEASE_NS) rollout status \
+	  deployment/$(RELEASE) --timeout 2m
+
+.PHONY: kind-e2e
+kind-e2e: kind-install ## kind cluster + image + chart, then the e2e suite against it
+	SKIP_BINARIES=1 hack/setup.sh
+	KUBECONFIG=$(KIND_KUBECONFIG) E2E_CLUSTER=existing E2E_OPERATOR=external \
+	  $(PYTEST) -ra tests/e2e $(PYTEST_ARGS) || { \
+	    $(KUBECTL) --kubeconfig $(KIND_KUBECONFIG) -n $(RELEASE_NS) logs \
+	      deployment/$(RELEASE) --tail 200 >&2; exit 1; }
+
+.PHONY: kind-down
+kind-down: ## delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
