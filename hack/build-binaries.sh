@@ -94,8 +94,9 @@ write_wrapper() { # dir upstream-module upstream-version replace-tag
     echo
     echo "require $mod $ver"
     echo
-    # `replace k8s.io/api => ./staging/src/k8s.io/api` (inside a block or on its own line)
-    sed -n 's#^\(replace \)\{0,1\}[[:space:]]*\([^[:space:]]*\) => \.\.\{0,1\}/.*#replace \2 => \2 '"$tag"'#p' "$gomod"
+    # `replace k8s.io/api => ./staging/src/k8s.io/api` (inside a block or on its own line);
+    # etcd also "replaces" modules it forbids with a non-existent path: those stay out.
+    grep -v FORBIDDEN_DEPENDENCY "$gomod" | sed -n 's#^\(replace \)\{0,1\}[[:space:]]*\([^[:space:]]*\) => \.\.\{0,1\}/.*#replace \2 => \2 '"$tag"'#p'
   } >"$dir/go.mod.new"
   if ! cmp -s "$dir/go.mod.new" "$dir/go.mod.in" 2>/dev/null; then
     cp "$dir/go.mod.new" "$dir/go.mod"
@@ -143,12 +144,13 @@ build_kwok() {
   if [[ ! -f $BIN_DIR/stages/pod-ready.yaml ]]; then
     local moddir
     moddir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-    mkdir -p "$BIN_DIR/stages.tmp"
-    # The "fast" profile: nodes Ready at once, pods Running+Ready at once, deletes honoured.
-    cp "$moddir"/kustomize/stage/node/fast/*.yaml "$moddir"/kustomize/stage/pod/fast/*.yaml \
-      "$BIN_DIR/stages.tmp/"
-    [[ -d $moddir/kustomize/stage/node/heartbeat ]] && cp "$moddir"/kustomize/stage/node/heartbeat/*.yaml "$BIN_DIR/stages.tmp/"
-    find "$BIN_DIR/stages.tmp" -name kustomization.yaml -delete
+    rm -rf "$BIN_DIR/stages.tmp" && mkdir -p "$BIN_DIR/stages.tmp"
+    # The "fast" profile: nodes Ready at once (and kept so by heartbeats), pods Running and
+    # Ready at once, deletions honoured. Only the Stage documents, not kustomize's files.
+    local f
+    for f in "$moddir"/kustomize/stage/{node/fast,node/heartbeat,pod/fast}/*.yaml; do
+      [[ $(basename "$f") == kustomization.yaml ]] || cp "$f" "$BIN_DIR/stages.tmp/"
+    done
     chmod -R u+w "$BIN_DIR/stages.tmp"
     rm -rf "$BIN_DIR/stages" && mv "$BIN_DIR/stages.tmp" "$BIN_DIR/stages"
   fi

@@ -1,0 +1,177 @@
+"""Bringing the local control plane up, reporting on it and taking it down."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cobrowse_tls.devcluster import components, kubeconfig, nodes, procs
+from cobrowse_tls.devcluster.api import Api, ApiError
+from cobrowse_tls.devcluster.binaries import MissingBinaryError, bin_dir, cache_root, stages_dir
+from cobrowse_tls.devcluster.pki import Pki, ensure_pki
+
+# Start order; down goes in reverse so that nothing complains about a vanished API server.
+ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+_PORT_TAKEN = re.compile(r"(?:127\.0\.0\.1|localhost):(\d+).{0,40}address already in use")
+
+
+class ClusterError(RuntimeError):
+    """A one-line, actionable reason why the cluster cannot be brought up."""
+
+
+def default_dir() -> Path:
+    return cache_root() / "cluster"
+
+
+@dataclass
+class Status:
+    components: dict[str, tuple[bool, int]] = field(default_factory=dict)
+    api_ready: bool = False
+    nodes: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    kubeconfig: Path | None = None
+
+    @property
+    def running(self) -> bool:
+        return bool(self.components) and all(up for up, _ in self.components.values())
+
+
+class LocalCluster:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory.resolve()
+        self.state_path = self.dir / "state.json"
+        self.pki = Pki(self.dir / "pki")
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    def _api(self, state: procs.State) -> Api | None:
+        port = state.info.get("apiserver_port")
+        return Api(int(port), self.pki) if port and self.pki.complete() else None
+
+    # -- up ----------------------------------------------------------------------------
+
+    def up(
+        self, timeout: float = 90.0, tie_to_parent: bool = False, apiserver_port: int | None = None
+    ) -> None:
+        """Start every component and return once all fake nodes are Ready.
+
+        ``tie_to_parent`` makes the kernel kill the components if this process dies, for test
+        sessions; the CLI leaves it off so the cluster outlives ``up``.
+        """
+        deadline = time.monotonic() + timeout
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = procs.State.load(self.state_path)
+        if state.procs:
+            if self.status().running:
+                return
+            self.down()  # a half-dead cluster from before: start afresh
+            state = procs.State.load(self.state_path)
+        try:
+            bins = bin_dir()
+        except MissingBinaryError as e:
+            raise ClusterError(str(e)) from None
+        if apiserver_port is not None and not procs.port_free(apiserver_port):
+            raise ClusterError(f"port 127.0.0.1:{apiserver_port} is already in use")
+        lay = components.Layout(self.dir, bins, ensure_pki(self.pki.dir))
+        # Each up is a fresh cluster: old objects would only make tests order-dependent.
+        shutil.rmtree(lay.etcd_data, ignore_errors=True)
+        shutil.rmtree(lay.logs, ignore_errors=True)
+        lay.logs.mkdir()
+        etcd_port, peer_port, api_port, kwok_port = procs.free_ports(4)
+        api_port = apiserver_port or api_port
+        kubeconfig.write(lay.kubeconfig, lay.pki, api_port)
+        state.info = {"apiserver_port": str(api_port), "bin_dir": str(bins)}
+        stages = sorted(stages_dir(bins).glob("*.yaml"))
+
+        plan: list[tuple[str, list[str], int]] = [
+            ("etcd", components.etcd(lay, etcd_port, peer_port), etcd_port),
+            ("kube-apiserver", components.kube_apiserver(lay, api_port, etcd_port), api_port),
+            # These retry until the API server answers, so starting them now overlaps their
+            # own start-up with the API server's.
+            ("kube-controller-manager", components.kube_controller_manager(lay), 0),
+            ("kube-scheduler", components.kube_scheduler(lay), 0),
+            ("kwok", components.kwok(lay, stages, kwok_port), kwok_port),
+        ]
+        try:
+            for name, argv, port in plan:
+                state.add(procs.spawn(name, argv, lay.log(name), port, tie_to_parent, self.dir))
+            api = Api(api_port, lay.pki)
+            self._wait(state, api.ready, deadline, "the API server to be ready")
+            for name, os_name in nodes.NODE_NAMES.items():
+                self._create(api, "/api/v1/nodes", nodes.manifest(name, os_name))
+            self._wait(state, lambda: self._nodes_ready(api), deadline, "all nodes to be Ready")
+        except BaseException:
+            self.down()
+            raise
+
+    def _create(self, api: Api, path: str, body: dict[str, object]) -> None:
+        try:
+            api.request("POST", path, body)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+
+    def _nodes_ready(self, api: Api) -> bool:
+        try:
+            items = api.request("GET", "/api/v1/nodes")["items"]
+        except (OSError, ApiError):
+            return False
+        ready = {n["metadata"]["name"] for n in items if nodes.is_ready(n)}
+        return ready >= set(nodes.NODE_NAMES)
+
+    def _wait(
+        self, state: procs.State, check: Callable[[], bool], deadline: float, what: str
+    ) -> None:
+        while True:
+            for p in state.procs:
+                if not procs.is_running(p):
+                    raise ClusterError(self._death_reason(p))
+            if check():
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"timed out waiting for {what}; logs in {self.dir / 'logs'}")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _death_reason(p: procs.Proc) -> str:
+        try:
+            lines = Path(p.log).read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        text = "\n".join(lines[-40:])
+        if m := _PORT_TAKEN.search(text):
+            return f"{p.name} could not listen: port 127.0.0.1:{m.group(1)} is already in use"
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
+        return f"{p.name} exited during start-up ({p.log}): {last[:300]}"
+
+    # -- down / status -----------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Stop every recorded component; return the names of those that were running."""
+        state = procs.State.load(self.state_path)
+        rank = {name: i for i, name in enumerate(ORDER)}
+        stopped = []
+        for p in sorted(state.procs, key=lambda p: -rank.get(p.name, 0)):
+            if procs.is_running(p):
+                stopped.append(p.name)
+            procs.stop(p)
+        state.clear()
+        return stopped
+
+    def status(self) -> Status:
+        state = procs.State.load(self.state_path)
+        st = Status(kubeconfig=self.kubeconfig if state.procs else None)
+        for p in state.procs:
+            st.components[p.name] = (procs.is_running(p), p.port)
+        api = self._api(state)
+        if api and st.running and api.ready():
+            st.api_ready = True
+            for n in api.request("GET", "/api/v1/nodes")["items"]:
+                os_name = n["metadata"].get("labels", {}).get("kubernetes.io/os", "?")
+                st.nodes[n["metadata"]["name"]] = (os_name, nodes.is_ready(n))
+        return st
