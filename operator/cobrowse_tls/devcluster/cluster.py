@@ -104,7 +104,7 @@ class LocalCluster:
             self._wait(state, api.ready, deadline, "the API server to be ready")
             for name, os_name in nodes.NODE_NAMES.items():
                 self._create(api, "/api/v1/nodes", nodes.manifest(name, os_name))
-            self._wait(state, lambda: self._nodes_ready(api), deadline, "all nodes to be Ready")
+            self._wait(state, lambda: self._nodes_ready(api), deadline, "schedulable Ready nodes")
         except BaseException:
             self.down()
             raise
@@ -121,7 +121,7 @@ class LocalCluster:
             items = api.request("GET", "/api/v1/nodes")["items"]
         except (OSError, ApiError):
             return False
-        ready = {n["metadata"]["name"] for n in items if nodes.is_ready(n)}
+        ready = {n["metadata"]["name"] for n in items if nodes.is_schedulable(n)}
         return ready >= set(nodes.NODE_NAMES)
 
     def _wait(

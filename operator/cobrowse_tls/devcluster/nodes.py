@@ -43,3 +43,11 @@ def manifest(name: str, os_name: str) -> dict[str, Any]:
 def is_ready(node: dict[str, Any]) -> bool:
     conditions = node.get("status", {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def is_schedulable(node: dict[str, Any]) -> bool:
+    """Ready and without the not-ready taint that the node lifecycle controller puts on new
+    nodes and lifts a moment after they report Ready: only then do pods land on them."""
+    taints = node.get("spec", {}).get("taints") or []
+    lifecycle = any(t.get("key", "").startswith("node.kubernetes.io/") for t in taints)
+    return is_ready(node) and not lifecycle

@@ -1,0 +1,132 @@
+"""The clusters the e2e suite runs against, chosen by E2E_CLUSTER (local | kind | existing)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import pytest
+from kubernetes import client, config
+
+from cobrowse_tls.devcluster import ClusterError, LocalCluster
+from cobrowse_tls.devcluster.binaries import MissingBinaryError, bin_dir
+
+REPO = Path(__file__).resolve().parents[2]
+KIND_NAME = "cobrowse-tls-e2e"
+SAFE_CONTEXT_PREFIXES = ("kind-", "cobrowse-tls-")
+
+
+@dataclass
+class E2ECluster:
+    backend: str
+    kubeconfig: Path
+    api_client: client.ApiClient
+    kubectl_path: str
+    local: LocalCluster | None = None
+
+    @property
+    def has_windows_nodes(self) -> bool:
+        nodes = client.CoreV1Api(self.api_client).list_node(
+            label_selector="kubernetes.io/os=windows"
+        )
+        return bool(nodes.items)
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        result = subprocess.run(
+            [self.kubectl_path, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"kubectl {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+def _kubectl_path() -> str:
+    try:
+        return str(bin_dir() / "kubectl")
+    except MissingBinaryError:
+        found = shutil.which("kubectl")
+        if not found:
+            pytest.fail("kubectl not found: run hack/build-binaries.sh")
+        return found
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so fixture teardown (cluster down) still runs."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def local_cluster(directory: Path) -> Iterator[E2ECluster]:
+    cluster = LocalCluster(directory)
+    with _sigterm_as_interrupt():
+        try:
+            # tie_to_parent: even a SIGKILLed pytest takes the control plane with it.
+            cluster.up(tie_to_parent=True)
+        except ClusterError as e:
+            # Fail, never skip: a CI without binaries must not pass by running nothing.
+            pytest.fail(f"local cluster did not start: {e}", pytrace=False)
+        try:
+            api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+            yield E2ECluster("local", cluster.kubeconfig, api, _kubectl_path(), cluster)
+        finally:
+            cluster.down()
+
+
+@contextmanager
+def kind_cluster(workdir: Path) -> Iterator[E2ECluster]:
+    engine = shutil.which("docker") or shutil.which("podman")
+    kind = shutil.which("kind")
+    if not (engine and kind):
+        pytest.fail("E2E_CLUSTER=kind needs kind and docker or podman on PATH", pytrace=False)
+    kubeconfig = workdir / "kubeconfig"
+    create = [kind, "create", "cluster", "--name", KIND_NAME, "--wait", "180s"]
+    create += ["--config", str(REPO / "kind-config.yaml"), "--kubeconfig", str(kubeconfig)]
+    if image := os.environ.get("E2E_KIND_IMAGE"):
+        create += ["--image", image]
+    subprocess.run(create, check=True)
+    try:
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        yield E2ECluster("kind", kubeconfig, api, _kubectl_path())
+    finally:
+        if os.environ.get("E2E_KEEP") != "1":
+            subprocess.run([kind, "delete", "cluster", "--name", KIND_NAME], check=False)
+
+
+@contextmanager
+def existing_cluster() -> Iterator[E2ECluster]:
+    _, current = config.list_kube_config_contexts()
+    name = current["name"]
+    if not name.startswith(SAFE_CONTEXT_PREFIXES):
+        pytest.fail(
+            f"E2E_CLUSTER=existing refuses context {name!r}: the tests create and delete "
+            f"cluster-wide objects, so only contexts named {' or '.join(SAFE_CONTEXT_PREFIXES)}* "
+            "are used",
+            pytrace=False,
+        )
+    path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
+    api = config.new_client_from_config(context=name)
+    yield E2ECluster("existing", Path(path).expanduser(), api, _kubectl_path())
