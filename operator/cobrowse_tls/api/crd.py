@@ -75,7 +75,8 @@ def open_api_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "tls.cobrowse.io/v1alpha1"},
             "kind": {"type": "string", "description": "CobrowseTLS"},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # The API server allows nothing but the type here (not even a description).
+            "metadata": {"type": "object"},
             "spec": _schema_of(models.CobrowseTLSSpec),
             "status": _schema_of(models.CobrowseTLSStatus),
         },
