@@ -40,6 +40,10 @@ image: ## build the operator image $(IMAGE):$(TAG) (needs docker or podman)
 	$(CONTAINER_ENGINE) build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
 	  --build-arg VERSION=$(VERSION) -t $(IMAGE):$(TAG) -f Dockerfile .
 
+.PHONY: chart-crds
+chart-crds: ## copy the generated CRD into the chart (tests/chart fails while they differ)
+	cp crds/cobrowsetlses.tls.cobrowse.io.yaml $(CHART)/crds/
+
 .PHONY: chart-lint
 chart-lint: ## helm lint the chart with default and non-default values
 	$(HELM) lint --strict $(CHART)

@@ -73,7 +73,7 @@ def test_chart_crd_is_the_top_level_crd() -> None:
     name = "cobrowsetlses.tls.cobrowse.io.yaml"
     chart_copy = CHART / "crds" / name
     assert chart_copy.read_bytes() == (REPO / "crds" / name).read_bytes(), (
-        f"{chart_copy} differs from crds/{name}: cp crds/{name} {chart_copy}"
+        f"{chart_copy} differs from crds/{name}: run make chart-crds"
     )
     assert sorted(p.name for p in (CHART / "crds").iterdir()) == [name]
 
@@ -213,6 +213,24 @@ def test_the_args_parse_with_the_operators_own_parser(helm: str) -> None:
         assert args[0] == "run"
         parsed = runner._parser().parse_args(args[1:])
         assert parsed.log_format in ("plain", "full", "json")
+
+
+def test_decimal_values_given_with_set(helm: str) -> None:
+    """helm --set passes 0.5 as a string: the schema takes it, the operator gets 0.5."""
+    args = container(
+        template(
+            helm,
+            "--set",
+            "operator.restartWindowSeconds=0.5",
+            "--set",
+            "operator.resyncSeconds=2.5",
+            "--set",
+            "operator.expiryWindowDays=14.5",
+        )
+    )["args"]
+    assert "--restart-window=0.5" in args
+    assert "--resync=2.5" in args
+    assert "--expiry-window=14.5" in args
 
 
 def test_image_digest_wins(helm: str) -> None:
@@ -419,6 +437,9 @@ BAD_VALUES = [
     (["--set", "operator.expiryWindowDays=-1"], "expiryWindowDays"),
     (["--set", "operator.restartWindowSeconds=soon"], "restartWindowSeconds"),
     (["--set", "operator.resyncSeconds=0"], "resyncSeconds"),
+    (["--set", "operator.resyncSeconds=0.0"], "resyncSeconds"),
+    (["--set", "operator.restartWindowSeconds=-1"], "restartWindowSeconds"),
+    (["--set", "operator.restartWindowSeconds=1e3"], "restartWindowSeconds"),
     (["--set", "watchNamespaces={Genesys}"], "watchNamespaces"),
     (["--set", "watchNamespaces={genesys-*}"], "watchNamespaces"),
     (["--set", "watchNamespaces={a,a}"], "watchNamespaces"),

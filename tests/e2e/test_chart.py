@@ -1,0 +1,454 @@
+"""The Helm chart on a real control plane: install, least-privilege RBAC, upgrade, uninstall.
+
+The chart's Deployment lands on kwok nodes (its pod becomes Ready without running anything),
+so the operator itself runs here as a local process, with the chart ServiceAccount's token and
+the chart Deployment's own arguments: whatever it manages to do, it does with exactly the
+rights the chart grants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cluster_backends import E2ECluster
+from kubernetes import client, config
+from kubernetes.client import ApiException
+from operator_support import (
+    Api,
+    OperatorProcess,
+    cobrowse_tls,
+    condition,
+    secret,
+    wait_for,
+)
+
+import pki as pkim
+from chart.helm_support import CHART, find_helm, run_helm
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("E2E_OPERATOR") == "external",
+    reason="an operator installed in the cluster is running: a second one would race with it",
+)
+
+INSTANCE = "app.kubernetes.io/instance"
+# Everything the chart can create (cluster-scoped and namespaced), to look for orphans.
+CHART_KINDS = (
+    "serviceaccounts",
+    "services",
+    "deployments.apps",
+    "roles.rbac.authorization.k8s.io",
+    "rolebindings.rbac.authorization.k8s.io",
+    "clusterroles.rbac.authorization.k8s.io",
+    "clusterrolebindings.rbac.authorization.k8s.io",
+    "poddisruptionbudgets.policy",
+)
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return find_helm()
+
+
+@pytest.fixture
+def api(cluster: E2ECluster) -> Api:
+    return Api(cluster.api_client)
+
+
+class Namespaces:
+    """Namespaces of one test, deleted afterwards."""
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self.core = core
+        self.created: list[str] = []
+
+    def new(self, prefix: str) -> str:
+        name = f"chart-{prefix}-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        self.created.append(name)
+        return name
+
+    def cleanup(self) -> None:
+        for name in self.created:
+            with contextlib.suppress(ApiException):
+                self.core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespaces(core: client.CoreV1Api) -> Iterator[Namespaces]:
+    ns = Namespaces(core)
+    try:
+        yield ns
+    finally:
+        ns.cleanup()
+
+
+class Release:
+    """One helm release of the chart on the test cluster."""
+
+    def __init__(self, helm: str, cluster: E2ECluster, namespace: str) -> None:
+        self.helm = helm
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = f"cbtls-{uuid.uuid4().hex[:6]}"
+        self.installed = False
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-cobrowse-tls-operator"
+
+    def _helm(self, *args: str, check: bool = True) -> str:
+        return run_helm(
+            self.helm,
+            *args,
+            "--namespace",
+            self.namespace,
+            "--kubeconfig",
+            str(self.cluster.kubeconfig),
+            check=check,
+        ).stdout
+
+    def install(self, *sets: str) -> str:
+        args = [a for s in sets for a in ("--set", s)]
+        # --wait: the Deployment really becomes available (on a kwok node).
+        out = self._helm("install", self.name, str(CHART), *args, "--wait", "--timeout", "180s")
+        self.installed = True
+        return out
+
+    def upgrade(self, *sets: str) -> str:
+        args = [a for s in sets for a in ("--set", s)]
+        return self._helm(
+            "upgrade", self.name, str(CHART), "--reuse-values", *args, "--wait", "--timeout", "180s"
+        )
+
+    def uninstall(self) -> None:
+        self._helm("uninstall", self.name, "--wait", "--timeout", "180s")
+        self.installed = False
+
+    def manifest_objects(self) -> set[tuple[str, str, str]]:
+        """(kind, namespace, name) of what helm says the release holds right now."""
+        docs = yaml.safe_load_all(self._helm("get", "manifest", self.name))
+        return {
+            (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])
+            for d in docs
+            if d
+        }
+
+    def live_objects(self) -> set[tuple[str, str, str]]:
+        """(kind, namespace, name) of every object in the cluster labelled with this release."""
+        found: set[tuple[str, str, str]] = set()
+        for kind in CHART_KINDS:
+            out = self.cluster.kubectl(
+                "get", kind, "-A", "-l", f"{INSTANCE}={self.name}", "-o", "json"
+            ).stdout
+            for item in json.loads(out)["items"]:
+                meta = item["metadata"]
+                found.add((item["kind"], meta.get("namespace", ""), meta["name"]))
+        return found
+
+    def deployment_args(self) -> list[str]:
+        apps = client.AppsV1Api(self.cluster.api_client)
+        deployment = raw(apps.read_namespaced_deployment, self.fullname, self.namespace)
+        args = [str(a) for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]]
+        assert args[0] == "run"
+        return args[1:]
+
+
+@contextlib.contextmanager
+def release(helm: str, cluster: E2ECluster, namespace: str) -> Iterator[Release]:
+    r = Release(helm, cluster, namespace)
+    try:
+        yield r
+    finally:
+        if r.installed:
+            r._helm("uninstall", r.name, "--wait", check=False)
+
+
+def raw(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """An API call's JSON as a dict, whatever the client's model classes look like."""
+    result: dict[str, Any] = json.loads(call(*args, _preload_content=False, **kwargs).data)
+    return result
+
+
+def service_account_kubeconfig(
+    cluster: E2ECluster, namespace: str, service_account: str, path: Path
+) -> Path:
+    """A kubeconfig with a TokenRequest token of the ServiceAccount (what a pod would mount)."""
+    core = client.CoreV1Api(cluster.api_client)
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    token = raw(core.create_namespaced_service_account_token, service_account, namespace, request)[
+        "status"
+    ]["token"]
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    contexts = {c["name"]: c["context"] for c in admin["contexts"]}
+    current = contexts[admin["current-context"]]
+    (admin_cluster,) = [c for c in admin["clusters"] if c["name"] == current["cluster"]]
+    cluster_entry = dict(admin_cluster["cluster"])
+    ca = cluster_entry.get("certificate-authority")
+    if ca and not Path(ca).is_absolute():  # relative to the admin kubeconfig
+        cluster_entry["certificate-authority"] = str(cluster.kubeconfig.parent / ca)
+    user = f"system:serviceaccount:{namespace}:{service_account}"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "cluster", "cluster": cluster_entry}],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": user}}],
+                "current-context": "sa",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def can(
+    api_client: client.ApiClient,
+    verb: str,
+    resource: str,
+    namespace: str = "",
+    *,
+    group: str = "",
+    subresource: str = "",
+) -> bool:
+    """SelfSubjectAccessReview: may the client's identity do this? (namespace "": cluster-wide)"""
+    review = client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb,
+                resource=resource,
+                group=group or None,
+                subresource=subresource or None,
+                namespace=namespace or None,
+            )
+        )
+    )
+    result = raw(client.AuthorizationV1Api(api_client).create_self_subject_access_review, review)
+    return bool(result["status"].get("allowed"))
+
+
+def local_operator_args(chart_args: list[str]) -> list[str]:
+    """The chart's flags minus the listeners (the local process needs no probe ports)."""
+    dropped = ("--liveness=", "--metrics-port=", "--log-format=")
+    return [a for a in chart_args if not a.startswith(dropped)]
+
+
+def ready(api: Api, ns: str, name: str) -> dict[str, Any] | None:
+    obj = api.get("CobrowseTLS", ns, name)
+    cond = condition(obj, "Ready")
+    gen = (obj or {}).get("metadata", {}).get("generation")
+    if cond and cond["status"] == "True" and obj and obj["status"].get("observedGeneration") == gen:
+        return obj
+    return None
+
+
+def create_deployment(apps: client.AppsV1Api, namespace: str, name: str) -> None:
+    labels = {"app": name}
+    raw(
+        apps.create_namespaced_deployment,
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": {"kubernetes.io/os": "linux"},
+                        "containers": [{"name": "cobrowse", "image": "genesys/cobrowse:test"}],
+                    },
+                },
+            },
+        },
+    )
+
+
+def pem_cr(namespace: str, name: str, source: str, *workloads: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "provider": "PEM",
+        "application": {"type": "Cluster", "name": "CB_Cluster"},
+        "trustedCA": {"sources": [{"secret": {"name": source, "key": "ca.crt"}}]},
+    }
+    if workloads:
+        spec["workloads"] = [{"kind": "Deployment", "name": w} for w in workloads]
+    return cobrowse_tls(namespace, name, spec)
+
+
+def assert_no_permission_errors(log: str) -> None:
+    for marker in ("Forbidden", "HTTP 403", "Not enough permissions"):
+        assert marker not in log, f"the operator hit {marker!r} with the chart's rights:\n{log}"
+
+
+def wait_no_orphans(r: Release) -> None:
+    wait_for(f"no objects of release {r.name} left", lambda: not r.live_objects(), timeout=60)
+
+
+# -- namespaced mode ------------------------------------------------------------------------------
+
+
+def test_namespaced_install_least_privilege_upgrade_uninstall(
+    helm: str,
+    cluster: E2ECluster,
+    api: Api,
+    apps: client.AppsV1Api,
+    namespaces: Namespaces,
+    pki: pkim.PKI,
+    tmp_path: Path,
+) -> None:
+    system = namespaces.new("system")
+    watched = namespaces.new("watched")
+    other = namespaces.new("other")
+    ca = pkim.pem(pki.root)
+    # Sources in both namespaces, written by an admin.
+    api.apply(secret(watched, "genesys-ca", {"ca.crt": ca}))
+    api.apply(secret(other, "genesys-ca", {"ca.crt": ca}))
+    api.apply(secret(other, "private", {"password": b"not for the operator"}))
+
+    with release(helm, cluster, system) as r:
+        notes = r.install(
+            f"watchNamespaces={{{watched}}}",
+            "operator.resyncSeconds=5",
+            "operator.restartWindowSeconds=0.2",
+        )
+        assert f"The operator watches only: {watched}." in notes
+        crd = raw(api.ext.read_custom_resource_definition, "cobrowsetlses.tls.cobrowse.io")
+        assert crd["metadata"]["name"] == "cobrowsetlses.tls.cobrowse.io"
+        assert r.live_objects() == r.manifest_objects()
+
+        kubeconfig = service_account_kubeconfig(cluster, system, r.fullname, tmp_path / "sa")
+        sa = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+
+        # What the ServiceAccount may do: everything it needs where CRs live, nothing elsewhere.
+        assert can(sa, "get", "secrets", watched)
+        assert can(sa, "watch", "secrets", watched)
+        assert not can(sa, "get", "secrets", other)
+        assert not can(sa, "list", "secrets")  # cluster-wide
+        assert not can(sa, "get", "secrets", system)
+        assert not can(sa, "delete", "secrets", watched)
+        assert not can(sa, "update", "secrets", watched)
+        assert not can(sa, "delete", "deployments", watched, group="apps")
+        assert can(sa, "list", "customresourcedefinitions", group="apiextensions.k8s.io")
+        assert not can(sa, "get", "cobrowsetlses", other, group="tls.cobrowse.io")
+        assert can(sa, "patch", "deployments", watched, group="apps")
+        assert not can(sa, "patch", "deployments", other, group="apps")
+        with pytest.raises(ApiException) as denied:
+            client.CoreV1Api(sa).read_namespaced_secret("private", other)
+        assert denied.value.status == 403
+        with pytest.raises(ApiException) as denied:
+            client.CoreV1Api(sa).list_secret_for_all_namespaces()
+        assert denied.value.status == 403
+
+        create_deployment(apps, watched, "cobrowse")
+        args = local_operator_args(r.deployment_args())
+        assert f"--namespace={watched}" in args
+        proc = OperatorProcess(kubeconfig, tmp_path / "operator.log", *args)
+        proc.start()
+        try:
+            api.apply(pem_cr(watched, "cobrowse", "genesys-ca", "cobrowse"))
+            api.apply(pem_cr(other, "cobrowse", "genesys-ca"))
+            obj = wait_for("Ready with the chart's rights", lambda: ready(api, watched, "cobrowse"))
+            restarted = condition(obj, "WorkloadsRestarted")
+            assert restarted is not None
+            assert restarted["reason"] == "RolloutComplete"
+            assert api.get("Secret", watched, "cobrowse-truststore") is not None
+            assert api.get("ConfigMap", watched, "cobrowse-security") is not None
+            workload = raw(apps.read_namespaced_deployment, "cobrowse", watched)
+            pod_meta = workload["spec"]["template"]["metadata"]
+            assert "tls.cobrowse.io/restarted-for" in (pod_meta.get("annotations") or {})
+            # The CR in the other namespace is out of reach: never reconciled, no outputs.
+            assert not (api.get("CobrowseTLS", other, "cobrowse") or {}).get("status")
+            assert api.get("ConfigMap", other, "cobrowse-security") is None
+            assert_no_permission_errors(proc.log())
+        finally:
+            proc.stop()
+
+        # Upgrade: move the watch to the other namespace. The old Role goes, the new one comes.
+        r.upgrade(f"watchNamespaces={{{other}}}")
+        live = r.live_objects()
+        assert live == r.manifest_objects()
+        roles = {(ns, name) for kind, ns, name in live if kind == "Role"}
+        assert roles == {(other, r.fullname)}
+        assert can(sa, "get", "secrets", other)
+        assert not can(sa, "get", "secrets", watched)
+
+        r.uninstall()
+        wait_no_orphans(r)
+        wait_for(
+            "the operator's ReplicaSets to be garbage-collected",
+            lambda: not raw(apps.list_namespaced_replica_set, system)["items"],
+            timeout=60,
+        )
+        # The CRD (from crds/), the CR and its outputs stay.
+        assert raw(api.ext.read_custom_resource_definition, "cobrowsetlses.tls.cobrowse.io")
+        assert api.get("CobrowseTLS", watched, "cobrowse") is not None
+        assert api.get("Secret", watched, "cobrowse-truststore") is not None
+        assert api.get("ConfigMap", watched, "cobrowse-security") is not None
+        # The deleted ServiceAccount's token opens nothing any more (401 once the
+        # authenticator's cache notices the deletion, 403 until then: its bindings are gone).
+        with pytest.raises(ApiException) as gone:
+            client.CoreV1Api(sa).read_namespaced_secret("genesys-ca", watched)
+        assert gone.value.status in (401, 403)
+
+
+# -- cluster-wide mode ----------------------------------------------------------------------------
+
+
+def test_cluster_wide_install_reconciles_and_uninstalls(
+    helm: str,
+    cluster: E2ECluster,
+    api: Api,
+    namespaces: Namespaces,
+    pki: pkim.PKI,
+    tmp_path: Path,
+) -> None:
+    system = namespaces.new("system")
+    tenant = namespaces.new("tenant")
+    api.apply(secret(tenant, "genesys-ca", {"ca.crt": pkim.pem(pki.root)}))
+
+    with release(helm, cluster, system) as r:
+        notes = r.install("operator.resyncSeconds=5", "podDisruptionBudget.enabled=true")
+        assert "Mode: cluster-wide." in notes
+        assert r.live_objects() == r.manifest_objects()
+        kinds = {kind for kind, _, _ in r.live_objects()}
+        assert {"ClusterRole", "ClusterRoleBinding", "PodDisruptionBudget"} <= kinds
+        assert "Role" not in kinds
+
+        kubeconfig = service_account_kubeconfig(cluster, system, r.fullname, tmp_path / "sa")
+        sa = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+        assert can(sa, "list", "secrets")
+        tls_group = "tls.cobrowse.io"
+        assert can(sa, "patch", "cobrowsetlses", tenant, group=tls_group, subresource="status")
+        assert not can(sa, "update", "cobrowsetlses", tenant, group=tls_group)
+        assert not can(sa, "delete", "cobrowsetlses", tenant, group=tls_group)
+        assert not can(sa, "delete", "secrets", tenant)
+        assert not can(sa, "create", "pods", tenant)
+
+        args = local_operator_args(r.deployment_args())
+        assert not any(a.startswith("--namespace") for a in args)
+        proc = OperatorProcess(kubeconfig, tmp_path / "operator.log", *args)
+        proc.start()
+        try:
+            api.apply(pem_cr(tenant, "cobrowse", "genesys-ca"))
+            wait_for("Ready with the chart's rights", lambda: ready(api, tenant, "cobrowse"))
+            assert_no_permission_errors(proc.log())
+        finally:
+            proc.stop()
+
+        r.uninstall()
+        wait_no_orphans(r)
+        assert api.get("CobrowseTLS", tenant, "cobrowse") is not None
+        assert api.get("Secret", tenant, "cobrowse-truststore") is not None
