@@ -156,7 +156,7 @@ class Api:
 
         def established() -> bool:
             got = self._json(self.ext.read_custom_resource_definition, crd.CRD_NAME)
-            conds = got.get("status", {}).get("conditions", [])
+            conds = (got.get("status") or {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
 
         wait_for("the CRD to be established", established)
