@@ -128,6 +128,42 @@ def test_deployment_rolls_out_on_linux_nodes(
         assert {node_os[p.spec.node_name] for p in pods} == {"linux"}
 
 
+def test_statefulset_rolls_out_in_order(
+    cluster: E2ECluster, core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str
+) -> None:
+    labels = {"app": "node"}
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "node"},
+        "spec": {
+            "replicas": 2,
+            "serviceName": "node",
+            "selector": {"matchLabels": labels},
+            "template": _pod_template(labels),
+        },
+    }
+    apps.create_namespaced_stateful_set(namespace, body)
+    cluster.kubectl("rollout", "status", "statefulset/node", "-n", namespace, "--timeout=90s")
+    before = apps.read_namespaced_stateful_set("node", namespace).status.current_revision
+
+    apps.patch_namespaced_stateful_set(
+        "node",
+        namespace,
+        {"spec": {"template": {"metadata": {"annotations": {"restartedAt": "now"}}}}},
+    )
+    # A rolling update deletes each pod and waits for its replacement: kwok must honour
+    # the deletions for this to finish.
+    cluster.kubectl("rollout", "status", "statefulset/node", "-n", namespace, "--timeout=90s")
+    st = apps.read_namespaced_stateful_set("node", namespace).status
+    assert st.update_revision != before
+    assert st.current_revision == st.update_revision
+    assert st.ready_replicas == 2
+    pods = _ready_pods(core, namespace, "app=node")
+    assert sorted(p.metadata.name for p in pods) == ["node-0", "node-1"]
+    assert {p.metadata.labels["controller-revision-hash"] for p in pods} == {st.update_revision}
+
+
 def test_daemonset_runs_on_windows_nodes_only(
     cluster: E2ECluster, core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str
 ) -> None:
