@@ -44,14 +44,20 @@ def bin_dir() -> Path:
     """The first candidate directory that holds every required binary."""
     candidates = candidate_dirs()
     for d in candidates:
-        if all(os.access(d / name, os.X_OK) for name in REQUIRED):
+        if all(os.access(d / name, os.X_OK) for name in REQUIRED) and _has_stages(d):
             return d
     first = candidates[0]
     missing = [n for n in REQUIRED if not os.access(first / n, os.X_OK)]
+    if not _has_stages(first):
+        missing.append("kwok stages/")
     raise MissingBinaryError(
         f"{', '.join(missing)} not found in {first}: run hack/build-binaries.sh "
         "(or point COBROWSE_TLS_BIN_DIR / KUBEBUILDER_ASSETS at prebuilt binaries)"
     )
+
+
+def _has_stages(directory: Path) -> bool:
+    return (stages_dir(directory) / "pod-ready.yaml").is_file()
 
 
 def stages_dir(binaries: Path) -> Path:
