@@ -288,6 +288,20 @@ def pem_cr(namespace: str, name: str, source: str, *workloads: str) -> dict[str,
     return cobrowse_tls(namespace, name, spec)
 
 
+def mscapi_spec(source: str) -> dict[str, Any]:
+    return {
+        "provider": "MSCAPI",
+        "application": {"type": "Server", "name": "CB_Server"},
+        "trustedCA": {"sources": [{"secret": {"name": source, "key": "ca.crt"}}]},
+        "windows": {"store": "Root", "location": "LocalMachine"},
+    }
+
+
+def condition_is(api: Api, ns: str, name: str, type_: str, status: str) -> bool:
+    cond = condition(api.get("CobrowseTLS", ns, name), type_)
+    return bool(cond and cond["status"] == status)
+
+
 def assert_no_permission_errors(log: str) -> None:
     for marker in ("Forbidden", "HTTP 403", "Not enough permissions"):
         assert marker not in log, f"the operator hit {marker!r} with the chart's rights:\n{log}"
@@ -372,6 +386,29 @@ def test_namespaced_install_least_privilege_upgrade_uninstall(
             # The CR in the other namespace is out of reach: never reconciled, no outputs.
             assert not (api.get("CobrowseTLS", other, "cobrowse") or {}).get("status")
             assert api.get("ConfigMap", other, "cobrowse-security") is None
+
+            # MSCAPI: the agent DaemonSet (create, patch, delete), its pods (list) and the
+            # cleanup finalizer (a patch of the CR), with the same rights.
+            api.apply(cobrowse_tls(watched, "win", mscapi_spec("genesys-ca")))
+            wait_for(
+                "WindowsTrustSynced with the chart's rights",
+                lambda: condition_is(api, watched, "win", "WindowsTrustSynced", "True"),
+                timeout=90,
+            )
+            agent = raw(apps.read_namespaced_daemon_set, "win-mscapi-agent", watched)
+            agent_image = agent["spec"]["template"]["spec"]["containers"][0]["image"]
+            assert agent_image == "cobrowse-tls-agent:0.1.0"  # the chart's agent.image
+            api.delete("CobrowseTLS", watched, "win")
+            wait_for(
+                "the MSCAPI CR cleaned up and gone",
+                lambda: api.get("CobrowseTLS", watched, "win") is None,
+                timeout=90,
+            )
+            wait_for(
+                "the agent DaemonSet removed",
+                lambda: not raw(apps.list_namespaced_daemon_set, watched)["items"],
+                timeout=60,
+            )
             assert_no_permission_errors(proc.log())
         finally:
             proc.stop()
