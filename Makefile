@@ -20,6 +20,8 @@ KIND_KUBECONFIG  ?= $(CURDIR)/out/kind/kubeconfig
 RELEASE          ?= cobrowse-tls-operator
 RELEASE_NS       ?= cobrowse-tls-system
 CHART            := charts/cobrowse-tls-operator
+# A helm built with `go install` assumes Kubernetes v1.20 offline: lint for the tested release.
+KUBE_VERSION     ?= v1.36.2
 # helm and kubectl: the pinned ones from hack/build-binaries.sh when built, else PATH.
 BIN_DIR          := $(shell d=$${COBROWSE_TLS_BIN_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/cobrowse-tls/bin/k8s-v1.36.2_etcd-v3.6.10_kwok-v0.8.0_helm-v3.21.4}; [ -x $$d/helm ] && echo $$d)
 HELM             ?= $(if $(BIN_DIR),$(BIN_DIR)/helm,helm)
@@ -40,14 +42,19 @@ image: ## build the operator image $(IMAGE):$(TAG) (needs docker or podman)
 	$(CONTAINER_ENGINE) build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
 	  --build-arg VERSION=$(VERSION) -t $(IMAGE):$(TAG) -f Dockerfile .
 
+.PHONY: agent-image
+agent-image: ## the Windows agent image (on a Windows host with a Windows container engine)
+	rm -rf dist && python -m pip wheel --no-deps -w dist .
+	$(CONTAINER_ENGINE) build -f images/agent/Dockerfile.windows -t cobrowse-tls-agent:$(TAG) .
+
 .PHONY: chart-crds
 chart-crds: ## copy the generated CRD into the chart (tests/chart fails while they differ)
 	cp crds/cobrowsetlses.tls.cobrowse.io.yaml $(CHART)/crds/
 
 .PHONY: chart-lint
 chart-lint: ## helm lint the chart with default and non-default values
-	$(HELM) lint --strict $(CHART)
-	for f in tests/chart/values/*.yaml; do $(HELM) lint --strict $(CHART) -f $$f; done
+	$(HELM) lint --strict --kube-version $(KUBE_VERSION) $(CHART)
+	for f in tests/chart/values/*.yaml; do $(HELM) lint --strict --kube-version $(KUBE_VERSION) $(CHART) -f $$f; done
 
 .PHONY: chart-test
 chart-test: ## the chart's template tests (real helm)

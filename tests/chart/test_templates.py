@@ -178,7 +178,6 @@ def test_default_args(helm: str) -> None:
         "--cleanup-timeout=120",
         "--workers=4",
         "--agent-image=cobrowse-tls-agent:0.1.0",
-        "--agent-command=cobrowse-tls",
     ]
 
 
@@ -231,6 +230,20 @@ def test_decimal_values_given_with_set(helm: str) -> None:
     assert "--restart-window=0.5" in args
     assert "--resync=2.5" in args
     assert "--expiry-window=14.5" in args
+
+
+def test_agent_command_and_verify_connections(helm: str) -> None:
+    args = container(
+        template(
+            helm,
+            "--set",
+            "agent.command=python -m cobrowse_tls.cli",
+            "--set",
+            "operator.verifyConnections=true",
+        )
+    )["args"]
+    assert "--agent-command=python -m cobrowse_tls.cli" in args
+    assert "--verify-connections" in args
 
 
 def test_image_digest_wins(helm: str) -> None:
@@ -419,6 +432,8 @@ def test_pod_disruption_budget(helm: str) -> None:
 def test_full_values_file(helm: str) -> None:
     objs = template(helm, "-f", str(Path(__file__).parent / "values" / "full.yaml"))
     c = container(objs)
+    # A Windows path with spaces and backslashes reaches the operator as one argument.
+    assert "--agent-command=agent\\python\\python.exe -m cobrowse_tls.cli" in c["args"]
     assert c["image"].startswith("registry.example.com/cobrowse-tls-operator@sha256:")
     assert {"name": "TZ", "value": "UTC"} in c["env"]
     assert "--verbose" in c["args"]
