@@ -171,7 +171,11 @@ class LocalCluster:
         api = self._api(state)
         if api and st.running and api.ready():
             st.api_ready = True
-            for n in api.request("GET", "/api/v1/nodes")["items"]:
+            try:
+                items = api.request("GET", "/api/v1/nodes")["items"]
+            except (OSError, ApiError):
+                items = []  # ready a moment ago; status reports what it can
+            for n in items:
                 os_name = n["metadata"].get("labels", {}).get("kubernetes.io/os", "?")
                 st.nodes[n["metadata"]["name"]] = (os_name, nodes.is_ready(n))
         return st
