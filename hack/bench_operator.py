@@ -134,8 +134,19 @@ class ReadyWatch:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def stop(self) -> None:
+        self._stop = True
+
     def _run(self) -> None:
         while not self._stop:
+            try:
+                self._stream()
+            except Exception:  # a watch that ends early (server closed it): watch again
+                if not self._stop:
+                    time.sleep(0.2)
+
+    def _stream(self) -> None:
+        if not self._stop:
             resp = self.cluster.custom.list_cluster_custom_object(
                 GROUP, VERSION, PLURAL, watch=True, _preload_content=False, timeout_seconds=60
             )
@@ -373,6 +384,7 @@ def main() -> int:
         if args.idle:
             bench_idle(op, args.idle)
     finally:
+        watch.stop()
         op.stop()
         if local is not None:
             local.down()

@@ -128,7 +128,10 @@ def merge(
         if generation is not None:
             cond["observedGeneration"] = generation
         out.append(cond)
-        if changed or before.get("reason") != obs.reason:
+        # A condition born True is no news: the Ready event announces a healthy start. Every
+        # later change, and any condition born False or Unknown, is announced.
+        born_true = not before and status == "True" and obs.type != READY
+        if (changed or before.get("reason") != obs.reason) and not born_true:
             transitions.append(Transition(obs.type, status, obs.reason, obs.message))
     return out, transitions
 

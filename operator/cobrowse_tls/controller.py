@@ -165,6 +165,10 @@ class Controller:
             self.queue.add(key)
         labels = meta.get("labels") or {}
         if labels.get(render.LABEL_MANAGED_BY) == render.MANAGER and render.LABEL_OWNER in labels:
+            if event_type == "DELETED":
+                self.client.forget(kind, str(namespace), str(name))
+            elif self.client.is_own_write(kind, obj):
+                return  # the echo of our own apply
             # One of our outputs changed or vanished: reconcile its owner to repair drift.
             owner = f"{namespace}/{labels[render.LABEL_OWNER]}"
             if owner in self.bodies:

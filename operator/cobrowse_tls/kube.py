@@ -111,6 +111,9 @@ class Client:
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self._lock = threading.Lock()
         self.writes = 0  # counted for metrics and benchmarks: the idle target is zero
+        # resourceVersion of each object as our last apply left it: its watch event is an
+        # echo of our own write and needs no reconcile.
+        self._applied: dict[tuple[str, str, str], str] = {}
 
     def _wrote(self) -> None:
         with self._lock:
@@ -188,7 +191,22 @@ class Client:
             force=True,
             _content_type=APPLY,
         )
+        with self._lock:
+            self._applied[(kind, meta["namespace"], meta["name"])] = str(
+                result["metadata"]["resourceVersion"]
+            )
         return result
+
+    def is_own_write(self, kind: str, obj: Mapping[str, Any]) -> bool:
+        """Whether this state of the object is exactly what our last apply left."""
+        meta = obj.get("metadata", {})
+        with self._lock:
+            version = self._applied.get((kind, meta.get("namespace"), meta.get("name")))
+        return version is not None and version == meta.get("resourceVersion")
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._applied.pop((kind, namespace, name), None)
 
     def delete_daemon_set(self, namespace: str, name: str) -> None:
         self._wrote()

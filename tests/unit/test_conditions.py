@@ -35,7 +35,8 @@ def test_merge_builds_standard_conditions_with_ready_first() -> None:
         assert c["lastTransitionTime"] == "2030-01-01T00:00:00Z"
         assert c["observedGeneration"] == 3
     assert conds[0]["status"] == "True"
-    assert {t.type for t in transitions} == {"Ready", "TrustStoreReady", "CertificatesValid"}
+    # Born True: only Ready is announced.
+    assert [t.type for t in transitions] == ["Ready"]
 
 
 def test_unchanged_status_keeps_time_and_gives_no_transition() -> None:
@@ -106,3 +107,13 @@ def test_certificate_validity(pki: pkim.PKI) -> None:
     )
     assert (expired.status, expired.reason) == (False, "Expired")
     assert "Expired CA" in expired.message
+
+
+def test_a_condition_born_false_is_announced() -> None:
+    _, transitions = conditions.merge(
+        None, [obs("TrustStoreReady", False, "SourceNotFound")], now=T0, generation=1
+    )
+    assert [(t.type, t.reason) for t in transitions] == [
+        ("Ready", "SourceNotFound"),
+        ("TrustStoreReady", "SourceNotFound"),
+    ]

@@ -11,7 +11,16 @@ from cobrowse_tls import controller, reconciler
 
 
 class NoClient:
-    """The routing under test never calls the API."""
+    """The routing under test never calls the API; it only knows our own writes."""
+
+    def __init__(self) -> None:
+        self.own: set[tuple[str, str]] = set()
+
+    def is_own_write(self, kind: str, obj: dict[str, Any]) -> bool:
+        return (obj["metadata"]["name"], obj["metadata"].get("resourceVersion", "")) in self.own
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        self.own = {o for o in self.own if o[0] != name}
 
 
 def cr(
@@ -32,7 +41,8 @@ def source(name: str, ns: str = "ns", labels: dict[str, str] | None = None) -> d
 
 class Recorder(controller.Controller):
     def __init__(self) -> None:
-        super().__init__(NoClient(), reconciler.Settings())  # type: ignore[arg-type]
+        self.fake = NoClient()
+        super().__init__(self.fake, reconciler.Settings())  # type: ignore[arg-type]
         self.added: list[str] = []
         self.queue.add = self.added.append  # type: ignore[method-assign,assignment]
 
@@ -170,3 +180,18 @@ def test_work_queue_retries_after_the_delay_returned() -> None:
 def test_needs_apply(existing: dict[str, Any] | None, changed: bool) -> None:
     desired = {"metadata": {"labels": {"l": "v"}, "annotations": {"a": "h"}}, "data": {"k": "v"}}
     assert reconciler.needs_apply(existing, desired) is changed
+
+
+def test_the_echo_of_our_own_write_needs_no_reconcile() -> None:
+    c = Recorder()
+    c.on_cobrowse_tls(None, cr("a", "s1"))
+    c.added.clear()
+    labels = {"app.kubernetes.io/managed-by": "cobrowse-tls-operator", "tls.cobrowse.io/owner": "a"}
+    ours = source("a-truststore", labels=labels)
+    ours["metadata"]["resourceVersion"] = "7"
+    c.fake.own.add(("a-truststore", "7"))
+    c.on_source("Secret", "MODIFIED", ours)
+    assert c.added == []
+    edited = {**ours, "metadata": {**ours["metadata"], "resourceVersion": "8"}}
+    c.on_source("Secret", "MODIFIED", edited)  # someone else's edit: repair it
+    assert c.added == ["ns/a"]
