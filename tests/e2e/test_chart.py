@@ -347,7 +347,7 @@ def test_namespaced_install_least_privilege_upgrade_uninstall(
         sa = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
 
         # What the ServiceAccount may do: everything it needs where CRs live, nothing elsewhere.
-        assert can(sa, "get", "secrets", watched)
+        wait_for("the Role in effect", lambda: can(sa, "get", "secrets", watched))
         assert can(sa, "watch", "secrets", watched)
         assert not can(sa, "get", "secrets", other)
         assert not can(sa, "list", "secrets")  # cluster-wide
@@ -419,8 +419,9 @@ def test_namespaced_install_least_privilege_upgrade_uninstall(
         assert live == r.manifest_objects()
         roles = {(ns, name) for kind, ns, name in live if kind == "Role"}
         assert roles == {(other, r.fullname)}
-        assert can(sa, "get", "secrets", other)
-        assert not can(sa, "get", "secrets", watched)
+        # RBAC changes reach the authorizer through its informers: allow a moment.
+        wait_for("the new Role in effect", lambda: can(sa, "get", "secrets", other))
+        wait_for("the old Role gone", lambda: not can(sa, "get", "secrets", watched))
 
         r.uninstall()
         wait_no_orphans(r)
@@ -466,7 +467,7 @@ def test_cluster_wide_install_reconciles_and_uninstalls(
 
         kubeconfig = service_account_kubeconfig(cluster, system, r.fullname, tmp_path / "sa")
         sa = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        assert can(sa, "list", "secrets")
+        wait_for("the ClusterRole in effect", lambda: can(sa, "list", "secrets"))
         tls_group = "tls.cobrowse.io"
         assert can(sa, "patch", "cobrowsetlses", tenant, group=tls_group, subresource="status")
         assert not can(sa, "update", "cobrowsetlses", tenant, group=tls_group)
