@@ -370,7 +370,7 @@ def main() -> int:
         kubeconfig = args.kubeconfig
     c = Cluster(kubeconfig)
     c.install_crd()
-    op = Operator(kubeconfig, work / "operator.log", "--restart-window", "0", "--workers", "8")
+    op = Operator(kubeconfig, work / "operator.log", "--restart-window", "0", "--workers", "16")
     watch = ReadyWatch(c)
     try:
         print(f"operator log: {work / 'operator.log'}", flush=True)

@@ -9,6 +9,7 @@ runs runs again after). Reconciles run in threads because the Kubernetes client 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
@@ -102,6 +103,11 @@ class Controller:
         self.settings = settings
         self.resync_seconds = resync_seconds
         self.queue = WorkQueue(self._process, workers)
+        # A pool of its own: the loop's default one (cores + 4 threads) would cap the
+        # reconciles in flight below `workers`, and they mostly wait on the API server.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="reconcile"
+        )
         self.bodies: dict[str, dict[str, Any]] = {}
         self._refs: dict[str, set[SourceRef]] = {}
         self._index: dict[SourceRef, set[str]] = {}
@@ -122,6 +128,7 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._resync_task
         await self.queue.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _resync(self) -> None:
         # Level-based safety net and the periodic expiry check: every CR, every period.
@@ -194,8 +201,13 @@ class Controller:
             return None
         started = time.perf_counter()
         try:
-            outcome = await asyncio.to_thread(
-                reconciler.reconcile, self.client, body, self.settings, datetime.now(UTC)
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                reconciler.reconcile,
+                self.client,
+                body,
+                self.settings,
+                datetime.now(UTC),
             )
         except kube.KubeError as exc:
             metrics.RECONCILES.labels("error").inc()
