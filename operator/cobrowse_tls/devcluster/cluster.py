@@ -88,20 +88,24 @@ class LocalCluster:
         state.info = {"apiserver_port": str(api_port), "bin_dir": str(bins)}
         stages = sorted(stages_dir(bins).glob("*.yaml"))
 
-        plan: list[tuple[str, list[str], int]] = [
+        first: list[tuple[str, list[str], int]] = [
             ("etcd", components.etcd(lay, etcd_port, peer_port), etcd_port),
             ("kube-apiserver", components.kube_apiserver(lay, api_port, etcd_port), api_port),
-            # These retry until the API server answers, so starting them now overlaps their
-            # own start-up with the API server's.
+        ]
+        # Only after the API server is ready: the controller manager gives up (exits) when
+        # /healthz is not ok within its own deadline, which a loaded machine can exceed.
+        then: list[tuple[str, list[str], int]] = [
             ("kube-controller-manager", components.kube_controller_manager(lay), 0),
             ("kube-scheduler", components.kube_scheduler(lay), 0),
             ("kwok", components.kwok(lay, stages, kwok_port), kwok_port),
         ]
         try:
-            for name, argv, port in plan:
+            for name, argv, port in first:
                 state.add(procs.spawn(name, argv, lay.log(name), port, tie_to_parent, self.dir))
             api = Api(api_port, lay.pki)
             self._wait(state, api.ready, deadline, "the API server to be ready")
+            for name, argv, port in then:
+                state.add(procs.spawn(name, argv, lay.log(name), port, tie_to_parent, self.dir))
             for name, os_name in nodes.NODE_NAMES.items():
                 self._create(api, "/api/v1/nodes", nodes.manifest(name, os_name))
             self._wait(state, lambda: self._nodes_ready(api), deadline, "schedulable Ready nodes")
