@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -131,8 +133,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _limit_malloc_arenas() -> None:
+    # glibc gives each thread that allocates its own malloc arena; with a reconcile pool of
+    # many threads that multiplies the resident memory for no gain (the work is I/O bound).
+    # Same effect as MALLOC_ARENA_MAX=2, but also when the operator is started by hand.
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:
+            return  # not glibc (musl has no arenas to limit)
+        m_arena_max = -8
+        libc.mallopt(m_arena_max, 2)
+
+
 def main(argv: Iterable[str]) -> int:
     args = _parser().parse_args(list(argv))
+    _limit_malloc_arenas()
     log_format = {
         "plain": kopf.LogFormat.PLAIN,
         "full": kopf.LogFormat.FULL,
