@@ -58,32 +58,27 @@ def _key(body: Mapping[str, Any]) -> str:
 
 
 def fetch_sources(client: kube.Client, tls: models.CobrowseTLS) -> render.ObjectData:
+    """The Secrets and ConfigMaps the spec reads, by name (absent ones left out)."""
     namespace = tls.metadata.namespace or "default"
-    found_secrets: dict[str, dict[str, bytes]] = {}
-    found_maps: dict[str, dict[str, bytes]] = {}
-    for name in render.referenced_secrets(tls):
-        try:
-            obj = client.get_secret(namespace, name)
-        except kube.KubeError as exc:
-            if exc.status == 403:
-                raise render.InvalidInput(
-                    SOURCE_FORBIDDEN, f"secret {name}", "the operator may not read it"
-                ) from None
-            raise
-        if obj is not None:
-            found_secrets[name] = kube.decode_data(obj)
-    for name in render.referenced_config_maps(tls):
-        try:
-            obj = client.get_config_map(namespace, name)
-        except kube.KubeError as exc:
-            if exc.status == 403:
-                raise render.InvalidInput(
-                    SOURCE_FORBIDDEN, f"configMap {name}", "the operator may not read it"
-                ) from None
-            raise
-        if obj is not None:
-            found_maps[name] = kube.decode_data(obj)
-    return render.ObjectData(secrets=found_secrets, config_maps=found_maps)
+    kinds = (
+        ("secret", client.get_secret, render.referenced_secrets(tls)),
+        ("configMap", client.get_config_map, render.referenced_config_maps(tls)),
+    )
+    found: dict[str, dict[str, dict[str, bytes]]] = {}
+    for kind, get, names in kinds:
+        found[kind] = {}
+        for name in names:
+            try:
+                obj = get(namespace, name)
+            except kube.KubeError as exc:
+                if exc.status == 403:
+                    raise render.InvalidInput(
+                        SOURCE_FORBIDDEN, f"{kind} {name}", "the operator may not read it"
+                    ) from None
+                raise
+            if obj is not None:
+                found[kind][name] = kube.decode_data(obj)
+    return render.ObjectData(secrets=found["secret"], config_maps=found["configMap"])
 
 
 def _owned_by(obj: Mapping[str, Any], tls: models.CobrowseTLS) -> bool:

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
+from cluster_backends import E2ECluster
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -254,3 +256,37 @@ def operator(kubeconfig: Path, log_path: Path, *args: str) -> Iterator[OperatorP
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: E2ECluster) -> Api:
+    """Plain-dict API access, with the CRD installed."""
+    a = Api(cluster.api_client)
+    a.install_crd()
+    return a
+
+
+def operator_fixture(*args: str) -> Any:
+    """A module-scoped fixture running `cobrowse-tls run ARGS` for that module's tests.
+
+    With E2E_OPERATOR=external the operator runs in the cluster (installed by the Helm chart)
+    and the fixture yields None.
+    """
+
+    @pytest.fixture(scope="module")
+    def operator_proc(
+        cluster: E2ECluster, api: Api, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[OperatorProcess | None]:
+        if os.environ.get("E2E_OPERATOR") == "external":
+            yield None
+            return
+        log = tmp_path_factory.mktemp("operator") / "operator.log"
+        proc = OperatorProcess(cluster.kubeconfig, log, *args, "--verbose")
+        proc.start()
+        try:
+            yield proc
+        finally:
+            proc.stop()
+            print(f"operator log: {log}")
+
+    return operator_proc

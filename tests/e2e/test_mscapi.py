@@ -4,50 +4,32 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster_backends import E2ECluster
 from kubernetes import client
-from operator_support import Api, OperatorProcess, cobrowse_tls, condition, secret, wait_for
+from operator_support import (
+    Api,
+    cobrowse_tls,
+    condition,
+    operator_fixture,
+    secret,
+    wait_for,
+)
 
 import pki as pkim
 from cobrowse_tls import mscapi, restarts
 
-
-@pytest.fixture(scope="session")
-def api(cluster: E2ECluster) -> Api:
-    a = Api(cluster.api_client)
-    a.install_crd()
-    return a
-
-
-@pytest.fixture(scope="module")
-def operator_proc(
-    cluster: E2ECluster, api: Api, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess | None]:
-    if os.environ.get("E2E_OPERATOR") == "external":
-        yield None
-        return
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(
-        cluster.kubeconfig, log, "--resync", "2", "--restart-window", "0.5",
-        "--cleanup-timeout", "30", "--agent-image", "cobrowse-tls-agent:e2e", "--verbose",
-    )  # fmt: skip
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        print(f"operator log: {log}")
-
+operator_proc = operator_fixture(
+    "--resync", "2", "--restart-window", "0.5", "--cleanup-timeout", "30",
+    "--agent-image", "cobrowse-tls-agent:e2e",
+)  # fmt: skip
 
 pytestmark = pytest.mark.usefixtures("operator_proc")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from operator_support import (
     condition,
     config_map,
     dump,
+    operator_fixture,
     secret,
     secret_bytes,
     wait_for,
@@ -31,28 +31,7 @@ import pki as pkim
 RESYNC = 2.0  # seconds: short, so that "several resync periods" fit in a test
 
 
-@pytest.fixture(scope="session")
-def api(cluster: E2ECluster) -> Api:
-    a = Api(cluster.api_client)
-    a.install_crd()
-    return a
-
-
-@pytest.fixture(scope="module")
-def operator_proc(
-    cluster: E2ECluster, api: Api, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess | None]:
-    if os.environ.get("E2E_OPERATOR") == "external":
-        yield None  # the operator runs in the cluster (installed by the Helm chart)
-        return
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(cluster.kubeconfig, log, "--resync", str(RESYNC), "--verbose")
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        print(f"operator log: {log}")
+operator_proc = operator_fixture("--resync", str(RESYNC))
 
 
 def ready(api: Api, ns: str, name: str, status: str = "True") -> dict[str, Any] | None:

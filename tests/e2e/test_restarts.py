@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ from operator_support import (
     OperatorProcess,
     cobrowse_tls,
     condition,
+    operator_fixture,
     secret,
     wait_for,
 )
@@ -30,39 +29,9 @@ DEADLINE = 8.0
 ANNOTATION = restarts.ANNOTATION_RESTARTED_FOR
 
 
-@pytest.fixture(scope="session")
-def api(cluster: E2ECluster) -> Api:
-    a = Api(cluster.api_client)
-    a.install_crd()
-    return a
-
-
-@pytest.fixture(scope="module")
-def operator_proc(
-    cluster: E2ECluster, api: Api, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess | None]:
-    if os.environ.get("E2E_OPERATOR") == "external":
-        yield None
-        return
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        log,
-        "--resync",
-        "2",
-        "--restart-window",
-        str(WINDOW),
-        "--rollout-deadline",
-        str(DEADLINE),
-        "--verbose",
-    )
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        print(f"operator log: {log}")
-
+operator_proc = operator_fixture(
+    "--resync", "2", "--restart-window", str(WINDOW), "--rollout-deadline", str(DEADLINE)
+)
 
 pytestmark = pytest.mark.usefixtures("operator_proc")
 
