@@ -68,7 +68,9 @@ def pct(values: list[float], q: float) -> float:
 class Cluster:
     def __init__(self, kubeconfig: Path) -> None:
         self.kubeconfig = kubeconfig
-        self.api = config.new_client_from_config(config_file=str(kubeconfig))
+        self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]  # unannotated
+            config_file=str(kubeconfig)
+        )
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
@@ -150,7 +152,8 @@ class ReadyWatch:
             resp = self.cluster.custom.list_cluster_custom_object(
                 GROUP, VERSION, PLURAL, watch=True, _preload_content=False, timeout_seconds=60
             )
-            for line in resp:
+            # With _preload_content=False the client returns the urllib3 response (typed object).
+            for line in resp:  # type: ignore[attr-defined]
                 if self._stop:
                     return
                 obj = json.loads(line)["object"]
@@ -236,8 +239,13 @@ def bench_scale(c: Cluster, watch: ReadyWatch, op: Operator, total: int, namespa
         c.put_secret(f"bench-scale-{i}", "ca", {"ca.crt": pem})
     keys = {f"bench-scale-{i}/cr-{j}" for i in range(namespaces) for j in range(per)}
     t0 = time.perf_counter()
+
+    def create(key: str) -> None:
+        ns, name = key.split("/")
+        c.create_cr(ns, name, spec())
+
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda k: c.create_cr(*k.split("/"), spec()), sorted(keys)))
+        list(pool.map(create, sorted(keys)))
     created = time.perf_counter() - t0
     ok = watch.wait(keys, 600)
     took = max(watch.ready[k] for k in keys if k in watch.ready) - t0

@@ -90,7 +90,7 @@ def local_cluster(directory: Path) -> Iterator[E2ECluster]:
             # Fail, never skip: a CI without binaries must not pass by running nothing.
             pytest.fail(f"local cluster did not start: {e}", pytrace=False)
         try:
-            api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+            api = config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]  # unannotated
             yield E2ECluster("local", cluster.kubeconfig, api, _kubectl_path(), cluster)
         finally:
             cluster.down()
@@ -109,7 +109,7 @@ def kind_cluster(workdir: Path) -> Iterator[E2ECluster]:
         create += ["--image", image]
     subprocess.run(create, check=True)
     try:
-        api = config.new_client_from_config(config_file=str(kubeconfig))
+        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]  # unannotated
         yield E2ECluster("kind", kubeconfig, api, _kubectl_path())
     finally:
         if os.environ.get("E2E_KEEP") != "1":
@@ -118,7 +118,7 @@ def kind_cluster(workdir: Path) -> Iterator[E2ECluster]:
 
 @contextmanager
 def existing_cluster() -> Iterator[E2ECluster]:
-    _, current = config.list_kube_config_contexts()
+    _, current = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]  # unannotated
     name = current["name"]
     if not name.startswith(SAFE_CONTEXT_PREFIXES):
         pytest.fail(
@@ -128,5 +128,5 @@ def existing_cluster() -> Iterator[E2ECluster]:
             pytrace=False,
         )
     path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
-    api = config.new_client_from_config(context=name)
+    api = config.new_client_from_config(context=name)  # type: ignore[no-untyped-call]  # unannotated
     yield E2ECluster("existing", Path(path).expanduser(), api, _kubectl_path())

@@ -9,10 +9,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from cluster_backends import E2ECluster, existing_cluster, kind_cluster, local_cluster
 from kubernetes import client
-from kubernetes.client.rest import ApiException
-from operator_support import api  # noqa: F401 - the fixture shared by the operator suites
+from kubernetes.client import ApiException
+
+from e2e.cluster_backends import E2ECluster, existing_cluster, kind_cluster, local_cluster
+from e2e.operator_support import api  # noqa: F401 - the fixture shared by the operator suites
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from cluster_backends import E2ECluster
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client import ApiException
 
 from cobrowse_tls.api import crd, models
+from e2e.cluster_backends import E2ECluster
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -81,6 +81,7 @@ class Api:
             "force": True,
             "_content_type": "application/apply-patch+yaml",
         }
+        call: Callable[..., Any]
         if obj["kind"] == "Secret":
             call = self.core.patch_namespaced_secret
             args: tuple[Any, ...] = (meta["name"], meta["namespace"], dict(obj))
@@ -197,6 +198,13 @@ def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | Non
         if cond["type"] == type_:
             return dict(cond)
     return None
+
+
+def require_condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The condition of that type, which the test expects obj to have."""
+    cond = condition(obj, type_)
+    assert cond is not None, f"no {type_} condition"
+    return cond
 
 
 def secret_bytes(obj: Mapping[str, Any], key: str) -> bytes:

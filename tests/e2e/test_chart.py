@@ -18,10 +18,13 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster_backends import E2ECluster
 from kubernetes import client, config
 from kubernetes.client import ApiException
-from operator_support import (
+
+import pki as pkim
+from chart.helm_support import CHART, find_helm, run_helm
+from e2e.cluster_backends import E2ECluster
+from e2e.operator_support import (
     Api,
     OperatorProcess,
     cobrowse_tls,
@@ -29,9 +32,6 @@ from operator_support import (
     secret,
     wait_for,
 )
-
-import pki as pkim
-from chart.helm_support import CHART, find_helm, run_helm
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("E2E_OPERATOR") == "external",

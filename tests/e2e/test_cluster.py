@@ -6,19 +6,63 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
-from cluster_backends import REPO, E2ECluster
 from kubernetes import client
 
 from cobrowse_tls.devcluster.binaries import K8S_VERSION
+from e2e.cluster_backends import REPO, E2ECluster
 
 pytestmark = pytest.mark.e2e
 
 CRD_FILE = REPO / "crds" / "cobrowsetlses.tls.cobrowse.io.yaml"
 CRD_NAME = "cobrowsetlses.tls.cobrowse.io"
+
+
+class _Resource(Protocol):
+    @property
+    def metadata(self) -> client.V1ObjectMeta | None: ...
+
+
+def _meta(obj: _Resource) -> client.V1ObjectMeta:
+    assert obj.metadata is not None
+    return obj.metadata
+
+
+def _name(obj: _Resource) -> str:
+    name = _meta(obj).name
+    assert name is not None
+    return name
+
+
+def _labels(obj: _Resource) -> dict[str, str]:
+    labels = _meta(obj).labels
+    assert labels is not None
+    return labels
+
+
+def _annotations(obj: _Resource) -> dict[str, str]:
+    annotations = _meta(obj).annotations
+    assert annotations is not None
+    return annotations
+
+
+def _node_conditions(node: client.V1Node) -> list[client.V1NodeCondition]:
+    assert node.status is not None
+    return node.status.conditions or []
+
+
+def _pod_conditions(pod: client.V1Pod) -> list[client.V1PodCondition]:
+    assert pod.status is not None
+    return pod.status.conditions or []
+
+
+def _node_name(pod: client.V1Pod) -> str:
+    assert pod.spec is not None
+    assert pod.spec.node_name is not None
+    return pod.spec.node_name
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
@@ -45,24 +89,26 @@ def test_server_version(cluster: E2ECluster) -> None:
 def test_nodes_ready_with_os_labels(cluster: E2ECluster, core: client.CoreV1Api) -> None:
     nodes = core.list_node().items
     ready = {
-        n.metadata.name
+        _name(n)
         for n in nodes
-        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        if any(c.type == "Ready" and c.status == "True" for c in _node_conditions(n))
     }
-    assert ready == {n.metadata.name for n in nodes}
+    assert ready == {_name(n) for n in nodes}
     if cluster.backend != "local":
         return
     by_os: dict[str, list[client.V1Node]] = {}
     for n in nodes:
-        by_os.setdefault(n.metadata.labels["kubernetes.io/os"], []).append(n)
+        by_os.setdefault(_labels(n)["kubernetes.io/os"], []).append(n)
     assert sorted(by_os) == ["linux", "windows"]
     assert len(by_os["linux"]) == 2
     assert len(by_os["windows"]) == 2
     for n in by_os["windows"]:
-        assert n.metadata.labels["node.kubernetes.io/windows-build"]
+        assert _labels(n)["node.kubernetes.io/windows-build"]
+        assert n.spec is not None
         taints = [(t.key, t.value, t.effect) for t in n.spec.taints or []]
         assert ("os", "windows", "NoSchedule") in taints
     for n in by_os["linux"]:
+        assert n.spec is not None
         assert not n.spec.taints
 
 
@@ -72,7 +118,7 @@ def _pod_template(labels: dict[str, str], **spec: Any) -> dict[str, Any]:
 
 
 def _node_os(core: client.CoreV1Api) -> dict[str, str]:
-    return {n.metadata.name: n.metadata.labels["kubernetes.io/os"] for n in core.list_node().items}
+    return {_name(n): _labels(n)["kubernetes.io/os"] for n in core.list_node().items}
 
 
 def _ready_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[client.V1Pod]:
@@ -80,8 +126,8 @@ def _ready_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[c
     return [
         p
         for p in pods
-        if p.metadata.deletion_timestamp is None
-        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        if _meta(p).deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in _pod_conditions(p))
     ]
 
 
@@ -99,9 +145,9 @@ def test_deployment_rolls_out_on_linux_nodes(
             "template": _pod_template(labels),
         },
     }
-    apps.create_namespaced_deployment(namespace, body)
+    apps.create_namespaced_deployment(namespace, client.V1Deployment.model_validate(body))
     cluster.kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=90s")
-    first = apps.read_namespaced_deployment("web", namespace).metadata.annotations
+    first = _annotations(apps.read_namespaced_deployment("web", namespace))
 
     apps.patch_namespaced_deployment(
         "web",
@@ -110,14 +156,14 @@ def test_deployment_rolls_out_on_linux_nodes(
     )
     cluster.kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=90s")
     dep = apps.read_namespaced_deployment("web", namespace)
-    assert dep.metadata.annotations["deployment.kubernetes.io/revision"] == "2"
+    assert _annotations(dep)["deployment.kubernetes.io/revision"] == "2"
     assert first["deployment.kubernetes.io/revision"] == "1"
 
     sets = apps.list_namespaced_replica_set(namespace, label_selector="app=web").items
     assert len(sets) == 2
     live = [rs for rs in sets if rs.spec.replicas]
     assert len(live) == 1
-    assert live[0].metadata.annotations["deployment.kubernetes.io/revision"] == "2"
+    assert _annotations(live[0])["deployment.kubernetes.io/revision"] == "2"
 
     pods = wait_for(
         lambda: (p := _ready_pods(core, namespace, "app=web")) and len(p) == 2 and p,
@@ -143,9 +189,11 @@ def test_statefulset_rolls_out_in_order(
             "template": _pod_template(labels),
         },
     }
-    apps.create_namespaced_stateful_set(namespace, body)
+    apps.create_namespaced_stateful_set(namespace, client.V1StatefulSet.model_validate(body))
     cluster.kubectl("rollout", "status", "statefulset/node", "-n", namespace, "--timeout=90s")
-    before = apps.read_namespaced_stateful_set("node", namespace).status.current_revision
+    before_status = apps.read_namespaced_stateful_set("node", namespace).status
+    assert before_status is not None
+    before = before_status.current_revision
 
     apps.patch_namespaced_stateful_set(
         "node",
@@ -156,12 +204,13 @@ def test_statefulset_rolls_out_in_order(
     # the deletions for this to finish.
     cluster.kubectl("rollout", "status", "statefulset/node", "-n", namespace, "--timeout=90s")
     st = apps.read_namespaced_stateful_set("node", namespace).status
+    assert st is not None
     assert st.update_revision != before
     assert st.current_revision == st.update_revision
     assert st.ready_replicas == 2
     pods = _ready_pods(core, namespace, "app=node")
-    assert sorted(p.metadata.name for p in pods) == ["node-0", "node-1"]
-    assert {p.metadata.labels["controller-revision-hash"] for p in pods} == {st.update_revision}
+    assert sorted(_name(p) for p in pods) == ["node-0", "node-1"]
+    assert {_labels(p)["controller-revision-hash"] for p in pods} == {st.update_revision}
 
 
 def test_daemonset_runs_on_windows_nodes_only(
@@ -181,18 +230,19 @@ def test_daemonset_runs_on_windows_nodes_only(
         "metadata": {"name": "agent"},
         "spec": {"selector": {"matchLabels": labels}, "template": template},
     }
-    apps.create_namespaced_daemon_set(namespace, body)
+    apps.create_namespaced_daemon_set(namespace, client.V1DaemonSet.model_validate(body))
 
     def ready() -> bool:
         st = apps.read_namespaced_daemon_set_status("agent", namespace).status
+        assert st is not None
         return bool(st.desired_number_scheduled == 2 and st.number_ready == 2)
 
     wait_for(ready, what="DaemonSet with 2 Ready pods")
     pods = _ready_pods(core, namespace, "app=agent")
     node_os = _node_os(core)
     assert len(pods) == 2
-    assert {node_os[p.spec.node_name] for p in pods} == {"windows"}
-    assert len({p.spec.node_name for p in pods}) == 2
+    assert {node_os[_node_name(p)] for p in pods} == {"windows"}
+    assert len({_node_name(p) for p in pods}) == 2
 
 
 def _cr(namespace: str, name: str, **spec: Any) -> str:

@@ -12,19 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_backends import E2ECluster
 from kubernetes import client
-from operator_support import (
+
+import pki as pkim
+from cobrowse_tls import mscapi, restarts
+from e2e.cluster_backends import E2ECluster
+from e2e.operator_support import (
     Api,
     cobrowse_tls,
     condition,
     operator_fixture,
+    require_condition,
     secret,
     wait_for,
 )
-
-import pki as pkim
-from cobrowse_tls import mscapi, restarts
 
 operator_proc = operator_fixture(
     "--resync", "2", "--restart-window", "0.5", "--cleanup-timeout", "30",
@@ -119,7 +120,7 @@ def test_agents_run_on_windows_nodes_sync_and_gate_restarts(
     wait_for("the workload restarted for the first material",
              lambda: (c := condition(api.get("CobrowseTLS", namespace, "cb"), "WorkloadsRestarted"))
              and c["reason"] == "RolloutComplete", timeout=60)  # fmt: skip
-    assert condition(api.get("CobrowseTLS", namespace, "cb"), "Ready")["status"] == "True"  # type: ignore[index]
+    assert require_condition(api.get("CobrowseTLS", namespace, "cb"), "Ready")["status"] == "True"
 
     # Rotation: the agents roll first; the Windows workload restarts only once they are synced.
     first_fp = ds["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_FINGERPRINT]

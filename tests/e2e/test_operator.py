@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_backends import E2ECluster
-from operator_support import (
+from kubernetes import client
+
+import pki as pkim
+from e2e.cluster_backends import E2ECluster
+from e2e.operator_support import (
     Api,
     OperatorProcess,
     cobrowse_tls,
@@ -21,12 +24,11 @@ from operator_support import (
     config_map,
     dump,
     operator_fixture,
+    require_condition,
     secret,
     secret_bytes,
     wait_for,
 )
-
-import pki as pkim
 
 RESYNC = 2.0  # seconds: short, so that "several resync periods" fit in a test
 
@@ -38,7 +40,12 @@ def ready(api: Api, ns: str, name: str, status: str = "True") -> dict[str, Any] 
     obj = api.get("CobrowseTLS", ns, name)
     cond = condition(obj, "Ready")
     gen = (obj or {}).get("metadata", {}).get("generation")
-    if cond and cond["status"] == status and obj["status"].get("observedGeneration") == gen:
+    if (
+        cond
+        and cond["status"] == status
+        and obj is not None
+        and obj["status"].get("observedGeneration") == gen
+    ):
         return obj
     return None
 
@@ -106,8 +113,8 @@ def test_pem_happy_path_matches_offline_render(
     assert ts["configMapName"] == "cobrowse-security"
     assert ts["count"] == 2
     assert [c["sha256"] for c in ts["certificates"]] == [pki.root.sha256, pki.intermediate.sha256]
-    assert condition(obj, "TrustStoreReady")["reason"] == "Rendered"
-    assert condition(obj, "CertificatesValid")["reason"] == "Valid"
+    assert require_condition(obj, "TrustStoreReady")["reason"] == "Rendered"
+    assert require_condition(obj, "CertificatesValid")["reason"] == "Valid"
 
     out_secret = api.get("Secret", namespace, "cobrowse-truststore")
     out_map = api.get("ConfigMap", namespace, "cobrowse-security")
@@ -384,7 +391,7 @@ def test_bad_input_keeps_last_good_output_and_recovers(
     assert cond is not None
     assert cond["status"] == "False"
     assert fragment in cond["message"], cond["message"]
-    assert condition(obj, "Ready")["status"] == "False"
+    assert require_condition(obj, "Ready")["status"] == "False"
     wait_for(
         f"a {reason} event",
         lambda: [
@@ -423,7 +430,7 @@ def test_bad_input_keeps_last_good_output_and_recovers(
             and o
         ),
     )
-    assert condition(obj, "TrustStoreReady")["reason"] == "Rendered"
+    assert require_condition(obj, "TrustStoreReady")["reason"] == "Rendered"
 
 
 def test_idle_operator_writes_nothing(
@@ -474,7 +481,7 @@ def test_expiry_conditions(api: Api, namespace: str, pki: pkim.PKI) -> None:
         ),
     )
     assert obj["status"]["trustStore"]["count"] == 1  # the expired CA is left out
-    assert condition(obj, "TrustStoreReady")["status"] == "True"
+    assert require_condition(obj, "TrustStoreReady")["status"] == "True"
     out = api.get("Secret", namespace, "cb-truststore")
     assert out is not None
     assert secret_bytes(out, "ca.pem").count(b"BEGIN CERTIFICATE") == 1
@@ -518,9 +525,9 @@ def test_expiring_soon_with_a_wide_window(
                 and o
             ),
         )
-    assert condition(obj, "CertificatesValid")["status"] == "False"
-    assert condition(obj, "Ready")["status"] == "False"
-    assert condition(obj, "TrustStoreReady")["status"] == "True"
+    assert require_condition(obj, "CertificatesValid")["status"] == "False"
+    assert require_condition(obj, "Ready")["status"] == "False"
+    assert require_condition(obj, "TrustStoreReady")["status"] == "True"
     assert [e for e in api.events(namespace, "cb") if e["reason"] == "ExpiringSoon"]
 
 
@@ -533,7 +540,7 @@ def test_namespaced_operator_ignores_other_namespaces(
     operator_proc: OperatorProcess | None,
 ) -> None:
     watched = f"{namespace}-w"
-    api.core.create_namespace({"metadata": {"name": watched}})
+    api.core.create_namespace(client.V1Namespace.model_validate({"metadata": {"name": watched}}))
     try:
         for ns in (namespace, watched):
             api.apply(secret(ns, "ca", {"ca.crt": pkim.pem(pki.root)}))
@@ -613,4 +620,4 @@ def test_connections_verified_against_real_tls_servers(
     cond = condition(obj, "ConnectionsVerified")
     assert cond is not None
     assert f"ChatServer 127.0.0.1:{servers['other-ca']}" in cond["message"]
-    assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
+    assert require_condition(obj, "Ready")["status"] == "False"

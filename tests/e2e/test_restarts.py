@@ -9,9 +9,12 @@ import time
 from typing import Any
 
 import pytest
-from cluster_backends import E2ECluster
 from kubernetes import client
-from operator_support import (
+
+import pki as pkim
+from cobrowse_tls import restarts
+from e2e.cluster_backends import E2ECluster
+from e2e.operator_support import (
     Api,
     OperatorProcess,
     cobrowse_tls,
@@ -20,9 +23,6 @@ from operator_support import (
     secret,
     wait_for,
 )
-
-import pki as pkim
-from cobrowse_tls import restarts
 
 WINDOW = 1.0
 DEADLINE = 8.0
@@ -124,7 +124,8 @@ def spec(*workloads: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def status_hash(api: Api, ns: str) -> str | None:
     obj = api.get("CobrowseTLS", ns, "cb")
-    return ((obj or {}).get("status") or {}).get("restart", {}).get("hash")
+    restart_hash: str | None = ((obj or {}).get("status") or {}).get("restart", {}).get("hash")
+    return restart_hash
 
 
 def restarted_cond(api: Api, ns: str, reason: str) -> dict[str, Any] | None:
@@ -406,10 +407,9 @@ def test_stalled_rollout_stops_the_next_restart(
     time.sleep(2)
     assert w.hash("Deployment", "next") is None
     assert w.replica_sets("next") == 1
-    states = {
-        x["name"]: x["state"]
-        for x in api.get("CobrowseTLS", namespace, "cb")["status"]["restart"]["workloads"]
-    }
+    obj = api.get("CobrowseTLS", namespace, "cb")
+    assert obj is not None
+    states = {x["name"]: x["state"] for x in obj["status"]["restart"]["workloads"]}
     assert states == {"stuck": "Stalled", "next": "Pending"}
 
 
@@ -426,15 +426,13 @@ def test_missing_workload_is_reported_and_others_proceed(
             spec({"kind": "Deployment", "name": "ghost"}, {"kind": "Deployment", "name": "web"}),
         )
     )
-    cond = wait_for(
-        "WorkloadNotFound",
-        lambda: (
-            (c := restarted_cond(api, namespace, "WorkloadNotFound"))
-            and w.complete("Deployment", "web")
-            and w.hash("Deployment", "web")
-            and c
-        ),
-        timeout=60,
-    )
+
+    def ghost_reported() -> dict[str, Any] | None:
+        c = restarted_cond(api, namespace, "WorkloadNotFound")
+        if c and w.complete("Deployment", "web") and w.hash("Deployment", "web"):
+            return c
+        return None
+
+    cond = wait_for("WorkloadNotFound", ghost_reported, timeout=60)
     assert "Deployment ghost" in cond["message"]
     assert [e for e in api.events(namespace, "cb") if e["reason"] == "WorkloadNotFound"]

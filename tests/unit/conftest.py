@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from builders import Doc, secret_doc, tls_doc
 
 import pki as pki_module
+from unit.builders import Doc, secret_doc, tls_doc
 
 JKS_PASSWORD = b"s3cret-Password"
 

@@ -10,9 +10,9 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
-from builders import Doc, tls_doc
 
 from cobrowse_tls.api import base, crd, models
+from unit.builders import Doc, tls_doc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 INLINE = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"

@@ -13,11 +13,11 @@ from typing import Any
 import jks
 import pydantic
 import pytest
-from builders import Doc, tls_doc
 
 import pki as pki_module
 from cobrowse_tls import certs, render
 from cobrowse_tls.api import models
+from unit.builders import Doc, tls_doc
 
 PASSWORD = "s3cret-Password"
 SH = shutil.which("sh")

@@ -16,11 +16,11 @@ from typing import Any
 import jks
 import pytest
 import yaml
-from builders import Doc, config_map_doc, dump, secret_doc, tls_doc
 
 import pki as pki_module
 from cobrowse_tls import render, render_cli
 from cobrowse_tls.api import models
+from unit.builders import Doc, config_map_doc, dump, secret_doc, tls_doc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
