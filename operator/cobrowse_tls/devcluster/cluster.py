@@ -12,7 +12,7 @@ from pathlib import Path
 from cobrowse_tls.devcluster import components, kubeconfig, nodes, procs
 from cobrowse_tls.devcluster.api import Api, ApiError
 from cobrowse_tls.devcluster.binaries import MissingBinaryError, bin_dir, cache_root, stages_dir
-from cobrowse_tls.devcluster.pki import Pki, ensure_pki
+from cobrowse_tls.devcluster.pki import Pki, ensure_pki, issue_client
 
 # Start order; down goes in reverse so that nothing complains about a vanished API server.
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -48,6 +48,22 @@ class LocalCluster:
     @property
     def kubeconfig(self) -> Path:
         return self.dir / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one per write request (verb, user, object)."""
+        return self.dir / "logs" / "audit.log"
+
+    def user_kubeconfig(self, user: str, groups: tuple[str, ...] = ("system:masters",)) -> Path:
+        """A kubeconfig for a user of its own (by default with the admin's rights)."""
+        state = procs.State.load(self.state_path)
+        port = state.info.get("apiserver_port")
+        if not port:
+            raise ClusterError(f"the cluster in {self.dir} is not running")
+        cert, key = issue_client(self.pki, user, groups)
+        path = self.dir / f"kubeconfig-{user}"
+        kubeconfig.write_user(path, self.pki, int(port), user, cert, key)
+        return path
 
     def _api(self, state: procs.State) -> Api | None:
         port = state.info.get("apiserver_port")
@@ -85,6 +101,7 @@ class LocalCluster:
         etcd_port, peer_port, api_port, kwok_port = procs.free_ports(4)
         api_port = apiserver_port or api_port
         kubeconfig.write(lay.kubeconfig, lay.pki, api_port)
+        lay.audit_policy.write_text(components.AUDIT_POLICY)
         state.info = {"apiserver_port": str(api_port), "bin_dir": str(bins)}
         stages = sorted(stages_dir(bins).glob("*.yaml"))
 

@@ -25,6 +25,14 @@ class Layout:
         return self.root / "kubeconfig"
 
     @property
+    def audit_policy(self) -> Path:
+        return self.root / "audit-policy.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.log"
+
+    @property
     def etcd_data(self) -> Path:
         return self.root / "etcd"
 
@@ -75,6 +83,10 @@ def kube_apiserver(lay: Layout, port: int, etcd_port: int) -> list[str]:
         # Nothing answers on a node port here; the apiserver must not try to reach kubelets.
         "--kubelet-preferred-address-types=InternalIP",
         "--profiling=false",
+        # Write requests only (the audit policy), so benchmarks can count what one user wrote.
+        f"--audit-policy-file={lay.audit_policy}",
+        f"--audit-log-path={lay.audit_log}",
+        "--audit-log-format=json",
         # One client to be fair to; skipping flow control's bootstrap shortens start-up.
         "--enable-priority-and-fairness=false",
         "--v=1",
@@ -126,3 +138,15 @@ def kwok(lay: Layout, stages: list[Path], server_port: int) -> list[str]:
         f"--server-address=127.0.0.1:{server_port}",
         *[f"--config={s}" for s in stages],
     ]
+
+
+# Metadata of every write; reads are not logged (they are most requests and say nothing about
+# what changed).
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""

@@ -18,6 +18,11 @@ def _b64(path: Path) -> str:
 
 
 def write(path: Path, pki: Pki, port: int) -> None:
+    """The admin kubeconfig."""
+    write_user(path, pki, port, "admin", pki.admin_cert.read_bytes(), pki.admin_key.read_bytes())
+
+
+def write_user(path: Path, pki: Pki, port: int, user: str, cert: bytes, key: bytes) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -32,15 +37,15 @@ def write(path: Path, pki: Pki, port: int) -> None:
         ],
         "users": [
             {
-                "name": f"{CONTEXT}-admin",
+                "name": f"{CONTEXT}-{user}",
                 "user": {
-                    "client-certificate-data": _b64(pki.admin_cert),
-                    "client-key-data": _b64(pki.admin_key),
+                    "client-certificate-data": base64.b64encode(cert).decode(),
+                    "client-key-data": base64.b64encode(key).decode(),
                 },
             }
         ],
         "contexts": [
-            {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": f"{CONTEXT}-admin"}}
+            {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": f"{CONTEXT}-{user}"}}
         ],
         "current-context": CONTEXT,
         "preferences": {},
