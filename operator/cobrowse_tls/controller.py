@@ -210,6 +210,10 @@ class Controller:
                 datetime.now(UTC),
             )
         except kube.KubeError as exc:
+            if exc.namespace_terminating:
+                # Its objects are going away with the namespace: nothing left to reconcile.
+                log.debug("%s: namespace being deleted; reconcile dropped", key)
+                return None
             metrics.RECONCILES.labels("error").inc()
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             backoff = min(60.0, 0.5 * float(2 ** min(failures, 7)))

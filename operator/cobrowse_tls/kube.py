@@ -39,6 +39,11 @@ class KubeError(Exception):
     def transient(self) -> bool:
         return self.status in (0, 409, 429) or self.status >= 500
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing new may be created in it, ever again."""
+        return self.status == 403 and "because it is being terminated" in str(self)
+
 
 def _raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:

@@ -417,6 +417,9 @@ def _event(client: kube.Client, body: Mapping[str, Any], type_: str, reason: str
     try:
         client.create_event(body, type_=type_, reason=reason, message=msg)
     except kube.KubeError as exc:
+        if exc.namespace_terminating:
+            log.debug("%s: namespace being deleted; event %s dropped", _key(body), reason)
+            return
         # An event lost is not worth a retry of the whole reconcile.
         log.warning("%s: event %s not posted: %s", _key(body), reason, exc)
 

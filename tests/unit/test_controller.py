@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cobrowse_tls import controller, reconciler
+from cobrowse_tls import controller, kube, reconciler
 
 
 class NoClient:
@@ -195,3 +195,36 @@ def test_the_echo_of_our_own_write_needs_no_reconcile() -> None:
     edited = {**ours, "metadata": {**ours["metadata"], "resourceVersion": "8"}}
     c.on_source("Secret", "MODIFIED", edited)  # someone else's edit: repair it
     assert c.added == ["ns/a"]
+
+
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (
+            kube.KubeError(
+                403,
+                'events "x" is forbidden: unable to create new content in namespace ns'
+                " because it is being terminated",
+            ),
+            False,
+        ),
+        (kube.KubeError(403, 'secrets "x" is forbidden: User "op" cannot get'), True),
+        (kube.KubeError(500, "etcdserver: request timed out"), True),
+    ],
+    ids=["namespace-terminating", "forbidden", "server-error"],
+)
+def test_api_errors_are_retried_unless_the_namespace_is_going_away(
+    monkeypatch: pytest.MonkeyPatch, error: kube.KubeError, retry: bool
+) -> None:
+    def failing(*_: Any) -> reconciler.Outcome:
+        raise error
+
+    monkeypatch.setattr(reconciler, "reconcile", failing)
+    c = Recorder()
+    c.on_cobrowse_tls(None, cr("a", "s1"))
+
+    async def process() -> float | None:
+        return await c._process("ns/a")
+
+    delay = asyncio.run(process())
+    assert (delay is not None) is retry
