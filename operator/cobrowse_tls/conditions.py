@@ -31,6 +31,10 @@ ORDER = (
 )
 
 
+# False, but on the way to True by itself: worth a Normal event, not a Warning.
+PROGRESS_REASONS = frozenset({"RolloutInProgress", "SyncInProgress", "AgentPending"})
+
+
 @dataclasses.dataclass(frozen=True)
 class Observation:
     """What one reconcile found for one condition type."""
@@ -52,7 +56,9 @@ class Transition:
 
     @property
     def event_type(self) -> str:
-        return "Normal" if self.status == "True" else "Warning"
+        if self.status == "True" or self.reason in PROGRESS_REASONS:
+            return "Normal"
+        return "Warning"
 
 
 def _status(value: bool | None) -> str:

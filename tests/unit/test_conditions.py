@@ -117,3 +117,17 @@ def test_a_condition_born_false_is_announced() -> None:
         ("Ready", "SourceNotFound"),
         ("TrustStoreReady", "SourceNotFound"),
     ]
+
+
+def test_progress_is_a_normal_event_and_failure_a_warning() -> None:
+    first, _ = conditions.merge(
+        None, [obs("WorkloadsRestarted", True, "RolloutComplete")], now=T0, generation=1
+    )
+    _, rolling = conditions.merge(
+        first, [obs("WorkloadsRestarted", False, "RolloutInProgress")], now=T1, generation=2
+    )
+    _, stalled = conditions.merge(
+        first, [obs("WorkloadsRestarted", False, "RolloutStalled")], now=T1, generation=2
+    )
+    events = {t.reason: t.event_type for t in rolling + stalled if t.type != "Ready"}
+    assert events == {"RolloutInProgress": "Normal", "RolloutStalled": "Warning"}

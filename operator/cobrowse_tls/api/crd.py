@@ -91,7 +91,8 @@ PRINTER_COLUMNS = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
     },
     {"name": "Certificates", "type": "integer", "jsonPath": ".status.trustStore.count"},
-    {"name": "Expires", "type": "date", "jsonPath": ".status.trustStore.expires"},
+    # A string: kubectl shows a `date` column as an age, and "<invalid>" for a future time.
+    {"name": "Expires", "type": "string", "jsonPath": ".status.trustStore.expires"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "Reason",
