@@ -151,6 +151,11 @@ class Controller:
                 metrics.CERTIFICATE_EXPIRY.remove(*key.split("/", 1))
             return
         body = dict(obj)
+        # managedFields is often the largest part of an object and the reconciler never
+        # reads it: with thousands of CRs cached, keeping it would dominate our memory.
+        body["metadata"] = {
+            k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"
+        }
         self.bodies[key] = body
         self._set_refs(key, _source_refs(body))
         meta = body.get("metadata", {})

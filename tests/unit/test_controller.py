@@ -228,3 +228,10 @@ def test_api_errors_are_retried_unless_the_namespace_is_going_away(
 
     delay = asyncio.run(process())
     assert (delay is not None) is retry
+
+
+def test_cached_bodies_drop_managed_fields() -> None:
+    c = Recorder()
+    c.on_cobrowse_tls(None, cr("a", "s1", managedFields=[{"manager": "kubectl"}]))
+    assert "managedFields" not in c.bodies["ns/a"]["metadata"]
+    assert c.bodies["ns/a"]["metadata"]["name"] == "a"
