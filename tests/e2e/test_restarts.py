@@ -231,18 +231,25 @@ def test_changes_in_one_window_give_one_restart(
     assert w.replica_sets("web") == before + 1
 
 
-def test_max_concurrent_one_never_overlaps(
-    cluster: E2ECluster, api: Api, namespace: str, pki: pkim.PKI
-) -> None:
-    w = Workloads(cluster, namespace)
-    names = ("a", "b", "c")
+def three_deployments_settled(
+    api: Api, w: Workloads, namespace: str, pki: pkim.PKI, names: tuple[str, ...]
+) -> str:
+    """Deployments `names` (3 replicas each) targeted by CR `cb`, restarted once: the hash."""
     for n in names:
         w.create("Deployment", n, replicas=3)
     api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root)}))
     api.apply(
         cobrowse_tls(namespace, "cb", spec(*[{"kind": "Deployment", "name": n} for n in names]))
     )
-    first = settle(api, w, namespace, *[("Deployment", n) for n in names])
+    return settle(api, w, namespace, *[("Deployment", n) for n in names])
+
+
+def test_max_concurrent_one_never_overlaps(
+    cluster: E2ECluster, api: Api, namespace: str, pki: pkim.PKI
+) -> None:
+    w = Workloads(cluster, namespace)
+    names = ("a", "b", "c")
+    first = three_deployments_settled(api, w, namespace, pki, names)
 
     overlap: list[int] = []
     stop = threading.Event()
@@ -284,13 +291,7 @@ def test_operator_killed_mid_rollout_restarts_each_workload_once(
         pytest.skip("needs to kill the operator process")
     w = Workloads(cluster, namespace)
     names = ("a", "b", "c")
-    for n in names:
-        w.create("Deployment", n, replicas=3)
-    api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root)}))
-    api.apply(
-        cobrowse_tls(namespace, "cb", spec(*[{"kind": "Deployment", "name": n} for n in names]))
-    )
-    first = settle(api, w, namespace, *[("Deployment", n) for n in names])
+    first = three_deployments_settled(api, w, namespace, pki, names)
     counts = {n: w.replica_sets(n) for n in names}
 
     api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.other_root)}))
