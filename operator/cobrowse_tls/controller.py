@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cobrowse_tls import kube, metrics, reconciler, render
+from cobrowse_tls import settings as settings_mod
 
 log = logging.getLogger("cobrowse_tls.controller")
 
@@ -94,7 +95,7 @@ class Controller:
     def __init__(
         self,
         client: kube.Client,
-        settings: reconciler.Settings,
+        settings: settings_mod.Settings,
         *,
         workers: int = 4,
         resync_seconds: float = 300.0,

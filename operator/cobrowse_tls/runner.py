@@ -13,7 +13,8 @@ from datetime import timedelta
 
 import kopf
 
-from cobrowse_tls import controller, kube, metrics, mscapi, reconciler
+from cobrowse_tls import controller, kube, metrics, mscapi
+from cobrowse_tls import settings as settings_mod
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -161,7 +162,7 @@ def main(argv: Iterable[str]) -> int:
     from cobrowse_tls import handlers
 
     client = kube.Client(kube.load_api_client(args.kubeconfig))
-    settings = reconciler.Settings(
+    settings = settings_mod.Settings(
         expiry_window=timedelta(days=args.expiry_window),
         restart_window=timedelta(seconds=args.restart_window),
         rollout_deadline=timedelta(seconds=args.rollout_deadline),

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from cobrowse_tls import controller, kube, reconciler
+from cobrowse_tls import controller, kube, outputs, reconciler
+from cobrowse_tls import settings as settings_mod
 
 
 class NoClient:
@@ -42,7 +43,7 @@ def source(name: str, ns: str = "ns", labels: dict[str, str] | None = None) -> d
 class Recorder(controller.Controller):
     def __init__(self) -> None:
         self.fake = NoClient()
-        super().__init__(self.fake, reconciler.Settings())  # type: ignore[arg-type]
+        super().__init__(self.fake, settings_mod.Settings())  # type: ignore[arg-type]
         self.added: list[str] = []
         self.queue.add = self.added.append  # type: ignore[method-assign,assignment]
 
@@ -179,7 +180,7 @@ def test_work_queue_retries_after_the_delay_returned() -> None:
 )
 def test_needs_apply(existing: dict[str, Any] | None, changed: bool) -> None:
     desired = {"metadata": {"labels": {"l": "v"}, "annotations": {"a": "h"}}, "data": {"k": "v"}}
-    assert reconciler.needs_apply(existing, desired) is changed
+    assert outputs.needs_apply(existing, desired) is changed
 
 
 def test_the_echo_of_our_own_write_needs_no_reconcile() -> None:
