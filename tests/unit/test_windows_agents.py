@@ -1,0 +1,132 @@
+"""The MSCAPI cleanup on deletion: agents switched to cleanup, awaited, bounded by a timeout."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cobrowse_tls import mscapi, render, windows_agents
+from cobrowse_tls import settings as settings_mod
+from cobrowse_tls.api import models
+
+DELETED_AT = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+FP = "sha256:" + "cd" * 32
+SETTINGS = settings_mod.Settings(cleanup_timeout=timedelta(seconds=120), rollout_poll=1.0)
+
+
+def body() -> dict[str, Any]:
+    return {
+        "apiVersion": models.API_VERSION,
+        "kind": models.KIND,
+        "metadata": {
+            "name": "cb",
+            "namespace": "ns",
+            "uid": "u1",
+            "resourceVersion": "10",
+            "deletionTimestamp": "2030-01-01T12:00:00Z",
+            "finalizers": [mscapi.FINALIZER, "other/finalizer"],
+        },
+        "spec": {
+            "provider": "MSCAPI",
+            "application": {"type": "Server", "name": "CB"},
+            "trustedCA": {"sources": [{"secret": {"name": "ca", "key": "ca.crt"}}]},
+        },
+    }
+
+
+class FakeCluster:
+    """Just the API calls of the cleanup, recorded."""
+
+    def __init__(self, mode: str, pods_ready: bool) -> None:
+        tls = models.parse(body())
+        ds = render.agent_daemon_set(
+            tls, fingerprint=FP, input_hash="h", agent=mscapi.AgentConfig(), mode=mode
+        )
+        ds["metadata"]["generation"] = 1
+        ds["status"] = {"observedGeneration": 1, "desiredNumberScheduled": 2,
+                        "updatedNumberScheduled": 2}  # fmt: skip
+        self.ds: dict[str, Any] | None = ds
+        self.pods = [
+            {
+                "metadata": {
+                    "annotations": {mscapi.ANNOTATION_FINGERPRINT: FP, mscapi.ANNOTATION_MODE: mode}
+                },
+                "spec": {"nodeName": node},
+                "status": {
+                    "conditions": [{"type": "Ready", "status": "True" if pods_ready else "False"}]
+                },
+            }
+            for node in ("win-1", "win-2")
+        ]
+        self.events: list[tuple[str, str]] = []
+        self.applied: list[dict[str, Any]] = []
+        self.finalizers: list[str] | None = None
+
+    def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.ds)
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self.pods
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(obj)
+        return obj
+
+    def create_event(self, involved: Any, *, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason))
+
+    def delete_daemon_set(self, namespace: str, name: str) -> None:
+        self.ds = None
+
+    def set_finalizers(self, ns: str, name: str, finalizers: list[str], version: str) -> None:
+        self.finalizers = finalizers
+
+
+def finalize(fake: FakeCluster, after: float) -> tuple[int, float | None]:
+    now = DELETED_AT + timedelta(seconds=after)
+    return windows_agents.finalize(fake, body(), SETTINGS, now)  # type: ignore[arg-type]
+
+
+def test_first_the_agents_switch_to_cleanup() -> None:
+    fake = FakeCluster(mscapi.SYNC, pods_ready=True)
+    _, again = finalize(fake, after=1)
+    assert again == 1.0
+    [applied] = fake.applied
+    assert applied["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_MODE] == (
+        mscapi.CLEANUP
+    )
+    assert applied["metadata"]["annotations"][mscapi.ANNOTATION_CLEANUP_SINCE] == (
+        "2030-01-01T12:00:00Z"
+    )
+    assert fake.events == [("Normal", "CleanupStarted")]
+    assert fake.ds is not None
+    assert fake.finalizers is None
+
+
+def test_done_when_every_agent_reports_clean() -> None:
+    fake = FakeCluster(mscapi.CLEANUP, pods_ready=True)
+    _, again = finalize(fake, after=5)
+    assert again is None
+    assert fake.events == [("Normal", "CleanupComplete")]
+    assert fake.ds is None
+    assert fake.finalizers == ["other/finalizer"]  # only ours is released
+
+
+@pytest.mark.parametrize(("after", "released"), [(60, False), (121, True)])
+def test_a_stuck_cleanup_never_blocks_deletion_past_the_timeout(
+    after: float, released: bool
+) -> None:
+    fake = FakeCluster(mscapi.CLEANUP, pods_ready=False)
+    _, again = finalize(fake, after=after)
+    if not released:
+        assert again == 1.0
+        assert fake.ds is not None
+        assert fake.events == []
+        return
+    assert again is None
+    assert fake.events == [("Warning", "CleanupTimedOut")]
+    assert fake.ds is None
+    assert fake.finalizers == ["other/finalizer"]
