@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from kubernetes import client
 
 import pki as pkim
+import tls_servers
 from cobrowse_tls import render
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
@@ -624,3 +627,76 @@ def test_connections_verified_against_real_tls_servers(
     assert cond is not None
     assert f"ChatServer 127.0.0.1:{servers['other-ca']}" in cond["message"]
     assert require_condition(obj, "Ready")["status"] == "False"
+
+
+def test_deleted_source_is_reported_and_the_outputs_stay(
+    api: Api, namespace: str, pki: pkim.PKI
+) -> None:
+    api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root)}))
+    api.apply(cobrowse_tls(namespace, "cb", pem_spec(src("ca"))))
+    wait_for("Ready", lambda: ready(api, namespace, "cb"))
+    before = api.get("Secret", namespace, "cb-truststore")
+    assert before is not None
+    api.delete("Secret", namespace, "ca")
+    obj = wait_for("SourceNotFound", lambda: trust_reason(api, namespace, "cb", "SourceNotFound"))
+    assert "secret 'ca' not found" in require_condition(obj, "TrustStoreReady")["message"]
+    after = api.get("Secret", namespace, "cb-truststore")
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root)}))
+    wait_for("Ready again", lambda: ready(api, namespace, "cb"))
+
+
+def test_operations_endpoints_metrics_liveness_and_json_logs(
+    cluster: E2ECluster,
+    api: Api,
+    namespace: str,
+    pki: pkim.PKI,
+    tmp_path: Path,
+    operator_proc: OperatorProcess | None,
+) -> None:
+    metrics_port, live_port = tls_servers.free_port(), tls_servers.free_port()
+    args = (
+        "--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1",
+        "--liveness", f"http://127.0.0.1:{live_port}/healthz", "--log-format", "json",
+    )  # fmt: skip
+    api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root)}))
+    with own_operator(cluster, operator_proc, tmp_path / "op.log", *args) as own:
+        api.apply(cobrowse_tls(namespace, "cb", pem_spec(src("ca"))))
+        wait_for("Ready", lambda: ready(api, namespace, "cb"))
+        text = _fetch(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert "cobrowse_tls_reconcile_duration_seconds_bucket" in text
+        assert 'cobrowse_tls_reconciles_total{result="ok"}' in text
+        expiry = pki.root.cert.not_valid_after_utc.timestamp()
+        [line] = [
+            ln
+            for ln in text.splitlines()
+            if ln.startswith("cobrowse_tls_certificate_expiry_timestamp_seconds{")
+            and f'namespace="{namespace}"' in ln
+            and 'name="cb"' in ln
+        ]
+        assert float(line.split()[-1]) == expiry
+        live = wait_for(
+            "the liveness endpoint",
+            lambda: _get(f"http://127.0.0.1:{live_port}/healthz"),
+        )
+        assert live == 200
+        log_lines = [ln for ln in own.log().splitlines() if ln.startswith("{")]
+        assert log_lines
+        assert all("message" in json.loads(ln) for ln in log_lines)
+
+
+def _fetch(url: str) -> str:
+    assert url.startswith("http://127.0.0.1:")  # only the operator's own local endpoints
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+        return str(response.read().decode())
+
+
+def _get(url: str) -> int | None:
+    assert url.startswith("http://127.0.0.1:")
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+            status: int = response.status
+            return status
+    except OSError:
+        return None
