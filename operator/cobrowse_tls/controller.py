@@ -240,7 +240,12 @@ class Controller:
         if current is not None and outcome.status is not None:
             # Until the watch delivers our status write, remember it: a reconcile in between
             # must not see the old status and write the same new one again.
-            current["status"] = {**(current.get("status") or {}), **outcome.status}
+            others = {
+                k: v
+                for k, v in (current.get("status") or {}).items()
+                if k not in reconciler.STATUS_KEYS
+            }
+            current["status"] = {**others, **outcome.status}
         if outcome.earliest_expiry is not None:
             namespace, name = key.split("/", 1)
             metrics.CERTIFICATE_EXPIRY.labels(namespace, name).set(

@@ -99,10 +99,28 @@ def jks_password(
     return secrets.token_urlsafe(32)
 
 
+# The part of .status the operator owns (anything else there, it leaves alone).
+STATUS_KEYS = ("observedGeneration", "conditions", "trustStore", "restart", "windows")
+
+
 def _status_part(status: Mapping[str, Any] | None) -> dict[str, Any]:
     status = status or {}
-    keys = ("observedGeneration", "conditions", "trustStore", "restart", "windows")
-    return {k: status[k] for k in keys if k in status}
+    return {k: status[k] for k in STATUS_KEYS if k in status}
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``: what changed, and None
+    for what is gone (a merge patch leaves every key it does not name as it was)."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            inner = merge_patch(before, value)
+            if inner:
+                patch[key] = inner
+        elif value != before or key not in old:
+            patch[key] = value
+    return patch
 
 
 def trust_store_status(tls: models.CobrowseTLS, rendered: render.Rendered) -> dict[str, Any]:
@@ -158,7 +176,17 @@ def reconcile(
                 conditions.TRUST_STORE_READY, False, INVALID_SPEC, f"{where}: {msg}"
             )
         ]
-        _, status = _report(client, body, previous, observations, None, now, generation)
+        _, status = _report(
+            client,
+            body,
+            previous,
+            observations,
+            previous.get("trustStore"),
+            now,
+            generation,
+            restart=previous.get("restart"),
+            windows=previous.get("windows"),
+        )
         return Outcome("invalid", status=status)
 
     writes = 0
@@ -187,6 +215,7 @@ def reconcile(
         for kept_type in (
             conditions.WORKLOADS_RESTARTED,
             conditions.WINDOWS_TRUST_SYNCED,
+            conditions.CONNECTIONS_VERIFIED,
             conditions.CERTIFICATES_VALID,
         ):
             old = conditions.find(previous.get("conditions"), kept_type)
@@ -346,8 +375,9 @@ def _report(
     if windows is not None:
         status["windows"] = dict(windows)
     writes = 0
-    if status != _status_part(previous):
-        client.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], status)
+    patch = merge_patch(_status_part(previous), status)
+    if patch:
+        client.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
         writes += 1
     for t in transitions:
         if t.type == conditions.READY and t.status != "True":

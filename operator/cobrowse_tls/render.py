@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -174,6 +175,7 @@ class Rendered:
     fingerprint: str
     input_hash: str
     aliases: tuple[str, ...]
+    material_hash: str  # what the workloads consume: a change restarts them
     daemon_set: dict[str, Any] | None = None  # the MSCAPI agent
 
     def certificate_status(self) -> list[dict[str, str]]:
@@ -267,6 +269,7 @@ def render(
         fingerprint=fingerprint,
         input_hash=digest,
         aliases=aliases,
+        material_hash=material_hash(tls, files, aliases, password),
         daemon_set=daemon_set,
     )
 
@@ -281,8 +284,11 @@ def agent_daemon_set(
     cleanup_since: str | None = None,
 ) -> dict[str, Any]:
     """The agent DaemonSet, with an input hash that also covers the operator's agent settings."""
+    windows = tls.spec.windows.wire() if tls.spec.windows is not None else None
     material = json.dumps(
-        [input_hash, dataclasses.asdict(agent), mode], sort_keys=True, separators=(",", ":")
+        [input_hash, windows, dataclasses.asdict(agent), mode],
+        sort_keys=True,
+        separators=(",", ":"),
     )
     labels = {LABEL_MANAGED_BY: MANAGER, LABEL_OWNER: tls.metadata.name}
     annotations = {ANNOTATION_INPUT_HASH: "sha256:" + hashlib.sha256(material.encode()).hexdigest()}
@@ -302,17 +308,58 @@ def _plain_aliases(base: str, count: int) -> list[str]:
     return truststores.jks_aliases(base, count)
 
 
+# Hashes published in annotations and status must not let a reader test password guesses, so
+# the password enters them only through a slow, salted derivation (memoized: computed once per
+# password and CR per process).
+_PASSWORD_ROUNDS = 50_000
+
+
+@functools.lru_cache(maxsize=4096)
+def password_digest(password: str, salt: str) -> str:
+    derived = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), _PASSWORD_ROUNDS)
+    return derived.hex()
+
+
+def _salt(tls: models.CobrowseTLS) -> str:
+    return f"cobrowse-tls:{tls.metadata.namespace or ''}/{tls.metadata.name}"
+
+
+def _output_spec(tls: models.CobrowseTLS) -> dict[str, Any]:
+    # Which workloads restart, how, and which servers are checked change no output byte.
+    spec = tls.spec.wire()
+    for key in ("workloads", "restart", "connections", "windows"):
+        spec.pop(key, None)
+    return spec
+
+
 def input_hash(tls: models.CobrowseTLS, fingerprint: str, password: str | None) -> str:
-    """sha256 over what decides the outputs: the spec, the certificate set, the password."""
+    """sha256 over what decides the Secret and ConfigMap: spec, certificate set, password."""
     material = {
         "name": tls.metadata.name,
-        "spec": tls.spec.wire(),
+        "spec": _output_spec(tls),
         "fingerprint": fingerprint,
-        # Mixed in as a digest so the hash changes with the password without carrying it.
-        "password": hashlib.sha256(password.encode()).hexdigest() if password else None,
+        "password": password_digest(password, _salt(tls)) if password else None,
     }
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def material_hash(
+    tls: models.CobrowseTLS,
+    files: Mapping[str, bytes],
+    aliases: Sequence[str],
+    password: str | None,
+) -> str:
+    """What the workloads consume: every rendered file; the JKS as its inputs (certificates,
+    aliases, password), since its bytes would let a reader test password guesses."""
+    digest = hashlib.sha256()
+    for name in sorted(set(files) - {TRUSTSTORE_JKS, TRUSTSTORE_PASSWORD}):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest() + b"\0")
+    if TRUSTSTORE_JKS in files:
+        digest.update(b"jks\0" + "\0".join(aliases).encode() + b"\0")
+    if password is not None and TRUSTSTORE_PASSWORD in files:
+        digest.update(b"password\0" + password_digest(password, _salt(tls)).encode())
+    return "sha256:" + digest.hexdigest()
 
 
 def _metadata(

@@ -8,7 +8,6 @@ a workload that carries the current hash is never restarted again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,14 +30,6 @@ ROLLOUT_IN_PROGRESS = "RolloutInProgress"
 RESTART_PENDING = "RestartPending"
 WORKLOAD_NOT_FOUND = "WorkloadNotFound"
 ROLLOUT_STALLED = "RolloutStalled"
-
-
-def material_hash(files: Mapping[str, bytes]) -> str:
-    """What the workloads consume: every rendered file (stores, password, option files)."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return "sha256:" + digest.hexdigest()
 
 
 def label_selector(selector: models.LabelSelector) -> str:

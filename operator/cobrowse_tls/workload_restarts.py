@@ -46,7 +46,7 @@ def plan(
     approved = (tls.metadata.annotations or {}).get(restarts.ANNOTATION_APPROVE)
     return restarts.plan(
         _targets(client, tls),
-        desired=restarts.material_hash(rendered.files),
+        desired=rendered.material_hash,
         previous=previous.get("restart"),
         policy=tls.spec.restart.policy,
         max_concurrent=tls.spec.restart.max_concurrent,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -639,3 +641,56 @@ def test_sourcing_setenv_sh_yields_the_variables(
         "TRUSTED_CA": f"{mount}/truststore.jks",
         "TRUSTSTORE_PASSWORD": PASSWORD,
     }
+
+
+# ---- hashes that are published -----------------------------------------------------------
+
+
+def test_material_hash_follows_what_workloads_consume(pki: pki_module.PKI) -> None:
+    base = do_render(pki, tls_doc("JKS")).material_hash
+    assert base == do_render(pki, tls_doc("JKS")).material_hash
+    changed = [
+        do_render(pki, tls_doc("JKS"), password="another-password").material_hash,
+        do_render(pki, tls_doc("JKS"), found(pki, pki.intermediate)).material_hash,
+        do_render(
+            pki,
+            tls_doc(
+                "JKS",
+                truststore={
+                    "alias": "genesys",
+                    "passwordSecretRef": {"name": "jks-password", "key": "password"},
+                },
+            ),
+        ).material_hash,
+    ]
+    assert base not in changed
+    assert len(set(changed)) == len(changed)
+    # Who restarts, and how, is not material: no restart for editing the list itself.
+    doc = tls_doc("JKS")
+    doc["spec"]["workloads"] = [{"kind": "Deployment", "name": "web"}]
+    doc["spec"]["restart"] = {"policy": "Manual", "maxConcurrent": 3}
+    again = do_render(pki, doc)
+    assert again.material_hash == base
+    assert again.input_hash == do_render(pki, tls_doc("JKS")).input_hash
+
+
+def test_published_hashes_do_not_let_a_reader_test_password_guesses(
+    pki: pki_module.PKI,
+) -> None:
+    out = do_render(pki, tls_doc("JKS"))
+    public = [out.input_hash, out.material_hash, out.config_map["metadata"]["annotations"]]
+    tls = parse(tls_doc("JKS"))
+    # A fast hash of the password, alone or as the old recipe mixed it in, appears nowhere.
+    fast = hashlib.sha256(PASSWORD.encode()).hexdigest()
+    assert fast not in str(public)
+    assert out.input_hash != render.input_hash(tls, out.fingerprint, None)
+    material = {
+        "name": tls.metadata.name,
+        "spec": tls.spec.wire(),
+        "fingerprint": out.fingerprint,
+        "password": fast,
+    }
+    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    assert "sha256:" + hashlib.sha256(canonical.encode()).hexdigest() != out.input_hash
+    # The password enters through a slow salted derivation, different per CobrowseTLS.
+    assert render.password_digest(PASSWORD, "a") != render.password_digest(PASSWORD, "b")

@@ -169,10 +169,8 @@ def test_blocked_by_a_dependency() -> None:
     assert "the Windows agents" in plan.message
 
 
-def test_material_hash_and_patch() -> None:
-    h = restarts.material_hash({"a": b"1", "b": b"2"})
-    assert h == restarts.material_hash({"b": b"2", "a": b"1"})
-    assert h != restarts.material_hash({"a": b"1", "b": b"3"})
+def test_restart_patch_sets_only_the_annotation() -> None:
+    h = "sha256:" + "ab" * 32
     patch = restarts.restart_patch(restarts.Target("Deployment", "a", deploy("a")), h)
     assert patch == {
         "apiVersion": "apps/v1",
