@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from cobrowse_tls import kube, render
-from cobrowse_tls.api import models
 
 log = logging.getLogger("cobrowse_tls.outputs")
 
@@ -19,11 +18,12 @@ def key(body: Mapping[str, Any]) -> str:
     return f"{body['metadata'].get('namespace')}/{body['metadata']['name']}"
 
 
-def owned_by(obj: Mapping[str, Any], tls: models.CobrowseTLS) -> bool:
+def owned_by(obj: Mapping[str, Any], owner: str) -> bool:
+    """Whether ``obj`` is an output of the CobrowseTLS named ``owner`` (same namespace)."""
     labels = obj.get("metadata", {}).get("labels") or {}
     return bool(
         labels.get(render.LABEL_MANAGED_BY) == render.MANAGER
-        and labels.get(render.LABEL_OWNER) == tls.metadata.name
+        and labels.get(render.LABEL_OWNER) == owner
     )
 
 

@@ -78,7 +78,7 @@ def jks_password(
     named = render.resolve_password(tls, found)
     if named is not None or tls.spec.provider is not models.Provider.JKS:
         return named
-    if existing is not None and outputs.owned_by(existing, tls):
+    if existing is not None and outputs.owned_by(existing, tls.metadata.name):
         kept = kube.decode_data(existing).get(render.TRUSTSTORE_PASSWORD)
         if kept:
             try:
@@ -142,7 +142,7 @@ def _outputs_conflict(
     tls: models.CobrowseTLS, existing: list[Mapping[str, Any] | None]
 ) -> render.InvalidInput | None:
     for obj in existing:
-        if obj is not None and not outputs.owned_by(obj, tls):
+        if obj is not None and not outputs.owned_by(obj, tls.metadata.name):
             kind, name = obj.get("kind", "object"), obj["metadata"]["name"]
             return render.InvalidInput(
                 outputs.OUTPUT_CONFLICT,

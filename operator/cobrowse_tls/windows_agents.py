@@ -52,14 +52,13 @@ def sync(
     """Apply the agent DaemonSet (first the finalizer that lets it clean up) and read its sync."""
     assert rendered.daemon_set is not None
     namespace = tls.metadata.namespace or "default"
-    writes = _ensure_finalizer(client, body)
     existing = client.get_workload("DaemonSet", namespace, tls.agent_daemonset_name)
-    if existing is not None and not outputs.owned_by(existing, tls):
-        raise render.InvalidInput(
-            outputs.OUTPUT_CONFLICT,
-            f"DaemonSet {tls.agent_daemonset_name}",
-            "exists and is not managed by this CobrowseTLS",
-        )
+    if existing is not None and not outputs.owned_by(existing, tls.metadata.name):
+        # Someone else's DaemonSet by that name: never touch it, not even to clean up.
+        message = f"DaemonSet {tls.agent_daemonset_name} exists and is not managed by this"
+        message += " CobrowseTLS; delete or rename it"
+        return 0, mscapi.Sync(False, 0, 0, (), outputs.OUTPUT_CONFLICT, message)
+    writes = _ensure_finalizer(client, body)
     if outputs.needs_apply(existing, rendered.daemon_set):
         existing = client.apply(rendered.daemon_set)
         writes += 1
@@ -137,7 +136,7 @@ def finalize(
     ds_name = f"{meta['name']}-mscapi-agent"
     ds = client.get_workload("DaemonSet", namespace, ds_name)
     writes = 0
-    if ds is not None:
+    if ds is not None and outputs.owned_by(ds, meta["name"]):
         since = datetime.fromisoformat(str(meta["deletionTimestamp"]).replace("Z", "+00:00"))
         done, writes = cleanup_step(client, body, tls, ds, settings, now, since)
         if not done:
@@ -164,7 +163,7 @@ def retire(
     namespace = tls.metadata.namespace or "default"
     ds = client.get_workload("DaemonSet", namespace, tls.agent_daemonset_name)
     writes = 0
-    if ds is not None and outputs.owned_by(ds, tls):
+    if ds is not None and outputs.owned_by(ds, tls.metadata.name):
         stamp = (ds["metadata"].get("annotations") or {}).get(mscapi.ANNOTATION_CLEANUP_SINCE)
         since = datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else now
         done, writes = cleanup_step(client, body, tls, ds, settings, now, since)

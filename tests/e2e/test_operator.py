@@ -700,3 +700,13 @@ def _get(url: str) -> int | None:
             return status
     except OSError:
         return None
+
+
+def test_the_api_server_refuses_names_too_long_for_the_owner_label(
+    api: Api, namespace: str
+) -> None:
+    spec = {"provider": "Disabled", "application": {"name": "CB"}}
+    with pytest.raises(client.ApiException) as refused:
+        api.apply(cobrowse_tls(namespace, "c" * 64, spec))
+    assert refused.value.status == 422
+    assert "at most 63 characters" in str(refused.value.body)

@@ -866,3 +866,21 @@ def test_parse_refuses_snake_case_names_the_api_server_would_drop() -> None:
     }
     with pytest.raises(pydantic.ValidationError, match="trusted_ca"):
         models.parse(doc)
+
+
+def test_names_longer_than_a_label_value_are_refused() -> None:
+    def doc(name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "tls.cobrowse.io/v1alpha1",
+            "kind": "CobrowseTLS",
+            "metadata": {"name": name},
+            "spec": {"provider": "Disabled", "application": {"name": "CB"}},
+        }
+
+    with pytest.raises(pydantic.ValidationError, match=r"metadata\.name"):
+        models.parse(doc("c" * 64))
+    assert models.parse(doc("c" * 63)).name == "c" * 63
+    rules = crd.generate()["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "x-kubernetes-validations"
+    ]
+    assert {"rule": "size(self.metadata.name) <= 63"}.items() <= rules[0].items()

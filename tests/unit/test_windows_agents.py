@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import pki as pki_module
 from cobrowse_tls import mscapi, render, windows_agents
 from cobrowse_tls import settings as settings_mod
 from cobrowse_tls.api import models
@@ -130,3 +131,31 @@ def test_a_stuck_cleanup_never_blocks_deletion_past_the_timeout(
     assert fake.events == [("Warning", "CleanupTimedOut")]
     assert fake.ds is None
     assert fake.finalizers == ["other/finalizer"]
+
+
+def test_someone_elses_daemon_set_is_never_touched() -> None:
+    fake = FakeCluster(mscapi.SYNC, pods_ready=True)
+    assert fake.ds is not None
+    fake.ds["metadata"]["labels"] = {"app": "theirs"}
+    _, again = finalize(fake, after=1)
+    assert again is None
+    assert fake.applied == []
+    assert fake.ds is not None  # not deleted
+    assert fake.finalizers == ["other/finalizer"]
+
+
+def test_sync_reports_a_conflict_instead_of_adopting_a_foreign_daemon_set() -> None:
+    fake = FakeCluster(mscapi.SYNC, pods_ready=True)
+    assert fake.ds is not None
+    fake.ds["metadata"]["labels"] = {"app": "theirs"}
+    b = body()
+    del b["metadata"]["deletionTimestamp"]
+    b["metadata"]["finalizers"] = []
+    tls = models.parse(b)
+    source = render.SourceData("inline", pki_module.pem(pki_module.pki().root))
+    rendered = render.render(tls, [source], password=None, now=pki_module.pki().now)
+    writes, sync = windows_agents.sync(fake, b, tls, rendered)  # type: ignore[arg-type]
+    assert (writes, sync.synced, sync.reason) == (0, False, "OutputConflict")
+    assert "not managed by this CobrowseTLS" in sync.message
+    assert fake.applied == []
+    assert fake.finalizers is None  # no finalizer for agents it cannot clean up

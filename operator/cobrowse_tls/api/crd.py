@@ -72,6 +72,7 @@ def open_api_schema() -> dict[str, Any]:
         "type": "object",
         "description": models.CobrowseTLS.__doc__,
         "required": ["spec"],
+        "x-kubernetes-validations": [models.NAME_RULE],
         "properties": {
             "apiVersion": {"type": "string", "description": "tls.cobrowse.io/v1alpha1"},
             "kind": {"type": "string", "description": "CobrowseTLS"},

@@ -8,7 +8,7 @@ offline in ``cobrowse-tls render``.
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -21,6 +21,13 @@ KIND = "CobrowseTLS"
 PLURAL = "cobrowsetlses"
 SINGULAR = "cobrowsetls"
 SHORT_NAMES = ("cbtls",)
+
+NAME_MAX = 63
+NAME_RULE = {
+    "rule": f"size(self.metadata.name) <= {NAME_MAX}",
+    "message": f"metadata.name: at most {NAME_MAX} characters (it becomes a label value of"
+    " the outputs)",
+}
 
 DEFAULT_MOUNT_PATH = "/opt/genesys/cobrowse/security"
 DEFAULT_WINDOWS_MOUNT_PATH = "C:\\cobrowse\\security"
@@ -535,7 +542,8 @@ class ObjectMeta(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="allow", frozen=True)
 
-    name: base.ObjectName
+    # 63, not 253: the name becomes the value of the outputs' tls.cobrowse.io/owner label.
+    name: Annotated[base.ObjectName, pydantic.Field(max_length=NAME_MAX)]
     namespace: base.ObjectName | None = None
     uid: str | None = None
     generation: int | None = None
