@@ -19,6 +19,7 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.client import exceptions as k8s_exceptions
 
+from cobrowse_tls import render
 from cobrowse_tls.api import models
 
 FIELD_MANAGER = "cobrowse-tls-operator"
@@ -260,7 +261,7 @@ class Client:
         now: datetime | None = None,
     ) -> None:
         meta = involved["metadata"]
-        stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = render.rfc3339(now or datetime.now(UTC))
         event = {
             "apiVersion": "v1",
             "kind": "Event",

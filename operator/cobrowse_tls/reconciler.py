@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,6 +20,7 @@ from cobrowse_tls import (
     connections,
     kube,
     outputs,
+    passwords,
     render,
     restarts,
     windows_agents,
@@ -96,7 +96,7 @@ def jks_password(
                     ),
                 )
     # Generated once: from now on it is read back from the Secret above.
-    return secrets.token_urlsafe(32)
+    return passwords.generate()
 
 
 # The part of .status the operator owns (anything else there, it leaves alone).

@@ -189,6 +189,11 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(text: str) -> datetime:
+    """A Kubernetes timestamp (``2030-01-01T00:00:00Z``) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def render(
     tls: models.CobrowseTLS,
     sources: Sequence[SourceData],

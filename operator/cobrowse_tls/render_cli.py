@@ -11,7 +11,6 @@ import base64
 import binascii
 import os
 import pathlib
-import secrets
 import shutil
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from typing import Any, NoReturn
 import pydantic
 import yaml
 
-from cobrowse_tls import certs, mscapi, render
+from cobrowse_tls import certs, mscapi, passwords, render
 from cobrowse_tls.api import models
 
 _PRIVATE_FILES = {render.TRUSTSTORE_JKS, render.TRUSTSTORE_PASSWORD}
@@ -143,7 +142,7 @@ def _jks_password(tls: models.CobrowseTLS, found: render.ObjectData) -> str | No
         " spec.truststore.passwordSecretRef (or pass the existing truststore Secret) to keep one",
         file=sys.stderr,
     )
-    return secrets.token_urlsafe(24)
+    return passwords.generate()
 
 
 def render_inputs(

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from cobrowse_tls import render
 from cobrowse_tls.api import models
 
 ANNOTATION_RESTARTED_FOR = "tls.cobrowse.io/restarted-for"
@@ -115,7 +116,7 @@ class Plan:
 
 
 def _parse(stamp: str | None) -> datetime | None:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+    return render.parse_rfc3339(stamp) if stamp else None
 
 
 def plan(
@@ -137,7 +138,7 @@ def plan(
     ``previous`` is the last ``status.restart`` (hash, since, workloads with startedAt);
     ``blocked_by`` names a dependency that must complete first (the Windows agents).
     """
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = render.rfc3339(now)
     previous = previous or {}
     same_hash = previous.get("hash") == desired
     since = previous.get("since") if same_hash else stamp

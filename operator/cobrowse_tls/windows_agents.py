@@ -137,7 +137,7 @@ def finalize(
     ds = client.get_workload("DaemonSet", namespace, ds_name)
     writes = 0
     if ds is not None and outputs.owned_by(ds, meta["name"]):
-        since = datetime.fromisoformat(str(meta["deletionTimestamp"]).replace("Z", "+00:00"))
+        since = render.parse_rfc3339(str(meta["deletionTimestamp"]))
         done, writes = cleanup_step(client, body, tls, ds, settings, now, since)
         if not done:
             return writes, settings.rollout_poll
@@ -165,7 +165,7 @@ def retire(
     writes = 0
     if ds is not None and outputs.owned_by(ds, tls.metadata.name):
         stamp = (ds["metadata"].get("annotations") or {}).get(mscapi.ANNOTATION_CLEANUP_SINCE)
-        since = datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else now
+        since = render.parse_rfc3339(stamp) if stamp else now
         done, writes = cleanup_step(client, body, tls, ds, settings, now, since)
         if not done:
             return writes, True
