@@ -7,11 +7,10 @@ a reader or a crash never sees half a certificate.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
+from cobrowse_tls.agent import state
 from cobrowse_tls.agent.stores import StoreError, Target, is_thumbprint, thumbprint
 
 __all__ = ["FileStore", "target_dir"]
@@ -52,18 +51,7 @@ class FileStore:
     def add(self, der: bytes) -> None:
         path = self._path(thumbprint(der))
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".add-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(der)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            state.atomic_write(path, der)
         except OSError as exc:
             raise StoreError(f"{path}: cannot write: {exc.strerror}") from None
 
