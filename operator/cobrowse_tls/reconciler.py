@@ -176,18 +176,7 @@ def reconcile(
                 conditions.TRUST_STORE_READY, False, INVALID_SPEC, f"{where}: {msg}"
             )
         ]
-        _, status = _report(
-            client,
-            body,
-            previous,
-            observations,
-            previous.get("trustStore"),
-            now,
-            generation,
-            restart=previous.get("restart"),
-            windows=previous.get("windows"),
-        )
-        return Outcome("invalid", status=status)
+        return _report_invalid(client, body, observations, now)
 
     writes = 0
     existing_secret = client.get_secret(namespace, tls.truststore_secret_name)
@@ -221,18 +210,7 @@ def reconcile(
             old = conditions.find(previous.get("conditions"), kept_type)
             if old is not None:
                 kept.append(_observation(old))
-        _, status = _report(
-            client,
-            body,
-            previous,
-            kept,
-            previous.get("trustStore"),
-            now,
-            generation,
-            restart=previous.get("restart"),
-            windows=previous.get("windows"),
-        )
-        return Outcome("invalid", status=status)
+        return _report_invalid(client, body, kept, now)
 
     to_write = []
     if rendered.secret is not None and outputs.needs_apply(existing_secret, rendered.secret):
@@ -348,6 +326,28 @@ def _observation(cond: Mapping[str, Any]) -> conditions.Observation:
     return conditions.Observation(
         str(cond["type"]), status, str(cond.get("reason", "")), str(cond.get("message", ""))
     )
+
+
+def _report_invalid(
+    client: kube.Client,
+    body: Mapping[str, Any],
+    observations: list[conditions.Observation],
+    now: datetime,
+) -> Outcome:
+    """Report bad input; everything else in the status stays as the last good reconcile left it."""
+    previous = body.get("status") or {}
+    _, status = _report(
+        client,
+        body,
+        previous,
+        observations,
+        previous.get("trustStore"),
+        now,
+        body["metadata"].get("generation"),
+        restart=previous.get("restart"),
+        windows=previous.get("windows"),
+    )
+    return Outcome("invalid", status=status)
 
 
 def _report(
