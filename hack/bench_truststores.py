@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from cobrowse_tls.certs import parse_source, select  # noqa: E402
-from cobrowse_tls.truststores import jks_truststore, pem_bundle  # noqa: E402
+from cobrowse_tls.core.certs import parse_source, select  # noqa: E402
+from cobrowse_tls.core.truststores import jks_truststore, pem_bundle  # noqa: E402
 
 PASSWORD = "bench-password"
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 VERBS: dict[str, tuple[str, str]] = {
     "render": ("cobrowse_tls.render_cli", "render the operator's outputs offline, no cluster"),
     "crd": ("cobrowse_tls.api.crd", "print the CRD generated from the model"),
-    "run": ("cobrowse_tls.runner", "run the operator (kopf)"),
+    "run": ("cobrowse_tls.engine.runner", "run the operator (kopf)"),
     "agent": ("cobrowse_tls.agent", "run the Windows certificate-store agent"),
     "dev-cluster": ("cobrowse_tls.devcluster.cli", "a local control plane: up | down | status"),
 }

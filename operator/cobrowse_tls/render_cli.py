@@ -21,8 +21,9 @@ from typing import Any, NoReturn
 import pydantic
 import yaml
 
-from cobrowse_tls import certs, mscapi, passwords, render
+from cobrowse_tls import passwords
 from cobrowse_tls.api import models
+from cobrowse_tls.core import agent_manifest, certs, render
 
 _PRIVATE_FILES = {render.TRUSTSTORE_JKS, render.TRUSTSTORE_PASSWORD}
 
@@ -146,7 +147,7 @@ def _jks_password(tls: models.CobrowseTLS, found: render.ObjectData) -> str | No
 
 
 def render_inputs(
-    paths: Sequence[str], now: datetime, agent: mscapi.AgentConfig | None = None
+    paths: Sequence[str], now: datetime, agent: agent_manifest.AgentConfig | None = None
 ) -> render.Rendered:
     tls, found = load_inputs(paths)
     try:
@@ -238,7 +239,7 @@ def main(argv: Iterable[str]) -> int:
     )
     parser.add_argument(
         "--agent-image",
-        default=mscapi.DEFAULT_IMAGE,
+        default=agent_manifest.DEFAULT_IMAGE,
         metavar="IMAGE",
         help="MSCAPI: the Windows agent image in the printed DaemonSet (as the operator's"
         " --agent-image)",
@@ -246,7 +247,7 @@ def main(argv: Iterable[str]) -> int:
     args = parser.parse_args(list(argv))
     try:
         rendered = render_inputs(
-            args.files, datetime.now(UTC), mscapi.AgentConfig(image=args.agent_image)
+            args.files, datetime.now(UTC), agent_manifest.AgentConfig(image=args.agent_image)
         )
     except UsageError as exc:
         _fail(str(exc))

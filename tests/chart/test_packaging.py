@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from chart.helm_support import CHART, KUBE_VERSION, REPO, find_helm, run_helm
+from cobrowse_tls.core.restart_plan import ANNOTATION_RESTARTED_FOR
 from cobrowse_tls.devcluster.binaries import candidate_dirs
-from cobrowse_tls.restarts import ANNOTATION_RESTARTED_FOR
 
 GITOPS = REPO / "examples" / "gitops"
 

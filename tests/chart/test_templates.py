@@ -25,7 +25,7 @@ VALUES_FILES = sorted((Path(__file__).parent / "values").glob("*.yaml"))
 
 Rule = tuple[str, str, frozenset[str]]  # (apiGroup, resource, verbs)
 
-# Exactly what operator/cobrowse_tls/kube.py calls, plus kopf's events.
+# Exactly what operator/cobrowse_tls/engine/kube.py calls, plus kopf's events.
 NAMESPACED_RULES: set[Rule] = {
     ("tls.cobrowse.io", "cobrowsetlses", frozenset({"get", "list", "watch", "patch"})),
     ("tls.cobrowse.io", "cobrowsetlses/status", frozenset({"patch"})),
@@ -204,7 +204,7 @@ def test_values_reach_the_operator(helm: str, tmp_path: Path) -> None:
 
 def test_the_args_parse_with_the_operators_own_parser(helm: str) -> None:
     """Every flag the chart passes is one `cobrowse-tls run` accepts."""
-    from cobrowse_tls import runner
+    from cobrowse_tls.engine import runner
 
     for values_file in [None, *VALUES_FILES]:
         extra = ["-f", str(values_file)] if values_file else []

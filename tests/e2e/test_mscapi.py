@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 import pki as pkim
-from cobrowse_tls import mscapi, restarts
+from cobrowse_tls.core import agent_manifest, restart_plan
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
     Api,
@@ -72,7 +72,7 @@ def windows_deployment(cluster: E2ECluster, ns: str) -> None:
             "replicas": 2, "selector": {"matchLabels": labels},
             "template": {"metadata": {"labels": labels}, "spec": {
                 "nodeSelector": {"kubernetes.io/os": "windows"},
-                "tolerations": mscapi.WINDOWS_TOLERATIONS,
+                "tolerations": agent_manifest.WINDOWS_TOLERATIONS,
                 "containers": [{"name": "cobrowse", "image": "genesys/cobrowse-win:test"}],
             }},
         },
@@ -106,7 +106,7 @@ def test_agents_run_on_windows_nodes_sync_and_gate_restarts(
     api.apply(cobrowse_tls(namespace, "cb", spec()))
     obj = wait_for("WindowsTrustSynced", lambda: synced(api, namespace), timeout=60)
     assert obj["status"]["windows"] == {"desired": 2, "ready": 2}
-    assert mscapi.FINALIZER in obj["metadata"]["finalizers"]
+    assert agent_manifest.FINALIZER in obj["metadata"]["finalizers"]
 
     pods = agent_pods(cluster, namespace)
     os_of = node_os(cluster)
@@ -123,7 +123,9 @@ def test_agents_run_on_windows_nodes_sync_and_gate_restarts(
     assert require_condition(api.get("CobrowseTLS", namespace, "cb"), "Ready")["status"] == "True"
 
     # Rotation: the agents roll first; the Windows workload restarts only once they are synced.
-    first_fp = ds["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_FINGERPRINT]
+    first_fp = ds["spec"]["template"]["metadata"]["annotations"][
+        agent_manifest.ANNOTATION_FINGERPRINT
+    ]
     apps = client.AppsV1Api(cluster.api_client)
     seen: dict[str, float] = {}
     stop = threading.Event()
@@ -132,21 +134,21 @@ def test_agents_run_on_windows_nodes_sync_and_gate_restarts(
         while not stop.is_set():
             d = daemon_set(cluster, namespace) or {}
             fp = d.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
-            new_fp = fp.get(mscapi.ANNOTATION_FINGERPRINT) not in (None, first_fp)
+            new_fp = fp.get(agent_manifest.ANNOTATION_FINGERPRINT) not in (None, first_fp)
             st = d.get("status", {})
             if (
                 new_fp
                 and "agents_synced" not in seen
-                and restarts.rollout_complete({**d, "kind": "DaemonSet"})
+                and restart_plan.rollout_complete({**d, "kind": "DaemonSet"})
                 and st.get("numberReady", 0) == st.get("desiredNumberScheduled", -1)
             ):
                 seen["agents_synced"] = time.monotonic()
             dep = _json(apps.read_namespaced_deployment, "cobrowse-win", namespace)
-            if "workload" not in seen and restarts.template_hash(dep) not in (None, wl_hash):
+            if "workload" not in seen and restart_plan.template_hash(dep) not in (None, wl_hash):
                 seen["workload"] = time.monotonic()
             time.sleep(0.05)
 
-    wl_hash = restarts.template_hash(
+    wl_hash = restart_plan.template_hash(
         _json(apps.read_namespaced_deployment, "cobrowse-win", namespace)
     )
     t = threading.Thread(target=watch)
@@ -191,7 +193,7 @@ def test_real_agent_process_against_the_rendered_files(
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
-    fp = ds["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_FINGERPRINT]
+    fp = ds["spec"]["template"]["metadata"]["annotations"][agent_manifest.ANNOTATION_FINGERPRINT]
     assert (tmp_path / "ready").read_text() == fp
     stored = list((tmp_path / "store").rglob("*.cer"))
     assert len(stored) == 2
@@ -210,9 +212,10 @@ def test_deletion_runs_the_cleanup_phase_then_removes_the_agents(
     api.apply(cobrowse_tls(namespace, "cb", spec()))
     wait_for("WindowsTrustSynced", lambda: synced(api, namespace), timeout=60)
     api.delete("CobrowseTLS", namespace, "cb")
+    mode = agent_manifest.ANNOTATION_MODE
     cleanup = wait_for("the agents in cleanup mode", lambda: (d := daemon_set(cluster, namespace))
-                       and d["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_MODE]
-                       == mscapi.CLEANUP and d)  # fmt: skip
+                       and d["spec"]["template"]["metadata"]["annotations"][mode]
+                       == agent_manifest.CLEANUP and d)  # fmt: skip
     assert cleanup["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "cleanup"
     wait_for("the CR gone", lambda: api.get("CobrowseTLS", namespace, "cb") is None, timeout=60)
     assert daemon_set(cluster, namespace) is None

@@ -18,7 +18,7 @@ from kubernetes import client
 
 import pki as pkim
 import tls_servers
-from cobrowse_tls import render
+from cobrowse_tls.core import render
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
     Api,

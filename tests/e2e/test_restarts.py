@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client
 
 import pki as pkim
-from cobrowse_tls import restarts
+from cobrowse_tls.core import restart_plan
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
     Api,
@@ -26,7 +26,7 @@ from e2e.operator_support import (
 
 WINDOW = 1.0
 DEADLINE = 8.0
-ANNOTATION = restarts.ANNOTATION_RESTARTED_FOR
+ANNOTATION = restart_plan.ANNOTATION_RESTARTED_FOR
 
 
 operator_proc = operator_fixture(
@@ -90,10 +90,10 @@ class Workloads:
         return obj
 
     def hash(self, kind: str, name: str) -> str | None:
-        return restarts.template_hash(self.get(kind, name))
+        return restart_plan.template_hash(self.get(kind, name))
 
     def complete(self, kind: str, name: str) -> bool:
-        return restarts.rollout_complete(self.get(kind, name))
+        return restart_plan.rollout_complete(self.get(kind, name))
 
     def replica_sets(self, name: str) -> int:
         items = self._json(
@@ -262,8 +262,8 @@ def test_max_concurrent_one_never_overlaps(
                 sum(
                     1
                     for o in objs
-                    if restarts.template_hash(o) not in (first, None)
-                    and not restarts.rollout_complete(o)
+                    if restart_plan.template_hash(o) not in (first, None)
+                    and not restart_plan.rollout_complete(o)
                 )
             )
             time.sleep(0.05)
@@ -375,7 +375,7 @@ def test_manual_policy_waits_for_approval(
         "CobrowseTLS",
         namespace,
         "cb",
-        {"metadata": {"annotations": {restarts.ANNOTATION_APPROVE: h}}},
+        {"metadata": {"annotations": {restart_plan.ANNOTATION_APPROVE: h}}},
     )
     settle(api, w, namespace, ("Deployment", "web"))
     time.sleep(WINDOW * 2)

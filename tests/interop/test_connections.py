@@ -8,8 +8,8 @@ import pytest
 
 import pki as p
 import tls_servers
-from cobrowse_tls import connections
 from cobrowse_tls.api import models
+from cobrowse_tls.engine import connections
 
 pytestmark = pytest.mark.interop
 

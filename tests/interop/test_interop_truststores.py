@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import pki as p
-from cobrowse_tls.certs import parse_source, select
-from cobrowse_tls.truststores import jks_truststore, pem_bundle
+from cobrowse_tls.core.certs import parse_source, select
+from cobrowse_tls.core.truststores import jks_truststore, pem_bundle
 from tls_servers import tool
 
 pytestmark = pytest.mark.interop

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 import pki as pki_module
-from cobrowse_tls import agent, certs
+from cobrowse_tls import agent
 from cobrowse_tls.agent import state
 from cobrowse_tls.agent.filestore import FileStore, target_dir
 from cobrowse_tls.agent.stores import Store, StoreError, Target, thumbprint
 from cobrowse_tls.agent.sync import sync_owner
+from cobrowse_tls.core import certs
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = Target("LocalMachine", "Root")

@@ -13,8 +13,14 @@ import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 import pki as p
-from cobrowse_tls import certs
-from cobrowse_tls.certs import CACertificate, CertificateError, fingerprint, parse_source, select
+from cobrowse_tls.core import certs
+from cobrowse_tls.core.certs import (
+    CACertificate,
+    CertificateError,
+    fingerprint,
+    parse_source,
+    select,
+)
 
 SRC = "secret genesys/genesys-ca key certificateCA.crt"
 TYPO = b"Hunter2-typo"  # a wrong password that must not show up in messages
@@ -132,7 +138,7 @@ def test_rc2_without_openssl_legacy_provider(pki: p.PKI, tmp_path: Path) -> None
     code = (
         "import sys, pathlib\n"
         "from cryptography.hazmat.primitives.serialization import pkcs12\n"
-        "from cobrowse_tls.certs import parse_source\n"
+        "from cobrowse_tls.core.certs import parse_source\n"
         "data = pathlib.Path(sys.argv[1]).read_bytes()\n"
         "try:\n"
         "    pkcs12.load_pkcs12(data, sys.argv[2].encode())\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pki as pkim
-from cobrowse_tls import certs, conditions
+from cobrowse_tls.core import certs, conditions
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(hours=1)

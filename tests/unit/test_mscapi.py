@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from cobrowse_tls import mscapi, render
 from cobrowse_tls.api import models
+from cobrowse_tls.core import agent_manifest, render
 
 FP = "sha256:" + "ab" * 32
 
@@ -30,7 +30,11 @@ def tls(**windows: Any) -> models.CobrowseTLS:
 
 def ds(t: models.CobrowseTLS, **kw: Any) -> dict[str, Any]:
     return render.agent_daemon_set(
-        t, fingerprint=FP, input_hash="sha256:x", agent=mscapi.AgentConfig(image="agent:1"), **kw
+        t,
+        fingerprint=FP,
+        input_hash="sha256:x",
+        agent=agent_manifest.AgentConfig(image="agent:1"),
+        **kw,
     )
 
 
@@ -59,7 +63,10 @@ def test_daemon_set_is_a_host_process_agent_on_windows_nodes_only() -> None:
     probe = container["readinessProbe"]["exec"]["command"]
     assert probe[-2:] == ["--expect", FP]
     assert pod["volumes"][0]["secret"]["secretName"] == "cb-truststore"
-    assert obj["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_FINGERPRINT] == FP
+    assert (
+        obj["spec"]["template"]["metadata"]["annotations"][agent_manifest.ANNOTATION_FINGERPRINT]
+        == FP
+    )
 
 
 @pytest.mark.parametrize(
@@ -79,11 +86,14 @@ def test_store_and_account_reach_the_agent(windows: dict[str, str], expected: li
 
 
 def test_cleanup_mode_changes_the_template_and_the_expected_marker() -> None:
-    sync, cleanup = ds(tls()), ds(tls(), mode=mscapi.CLEANUP, cleanup_since="2030-01-01T00:00:00Z")
+    sync, cleanup = (
+        ds(tls()),
+        ds(tls(), mode=agent_manifest.CLEANUP, cleanup_since="2030-01-01T00:00:00Z"),
+    )
     assert sync["spec"]["template"] != cleanup["spec"]["template"]
     probe = cleanup["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]
     assert probe["command"][-1] == f"cleaned:{FP}"
-    assert cleanup["metadata"]["annotations"][mscapi.ANNOTATION_CLEANUP_SINCE]
+    assert cleanup["metadata"]["annotations"][agent_manifest.ANNOTATION_CLEANUP_SINCE]
     assert (
         sync["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
         != cleanup["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
@@ -93,7 +103,10 @@ def test_cleanup_mode_changes_the_template_and_the_expected_marker() -> None:
 def test_agent_settings_change_the_input_hash() -> None:
     a = ds(tls())
     b = render.agent_daemon_set(
-        tls(), fingerprint=FP, input_hash="sha256:x", agent=mscapi.AgentConfig(image="agent:2")
+        tls(),
+        fingerprint=FP,
+        input_hash="sha256:x",
+        agent=agent_manifest.AgentConfig(image="agent:2"),
     )
     assert a["metadata"]["annotations"] != b["metadata"]["annotations"]
 
@@ -112,7 +125,10 @@ def daemon(desired: int, updated: int, gen: int = 2, observed: int = 2) -> dict[
 def pod(node: str, ready: bool, fp: str = FP, mode: str = "sync") -> dict[str, Any]:
     return {
         "metadata": {
-            "annotations": {mscapi.ANNOTATION_FINGERPRINT: fp, mscapi.ANNOTATION_MODE: mode}
+            "annotations": {
+                agent_manifest.ANNOTATION_FINGERPRINT: fp,
+                agent_manifest.ANNOTATION_MODE: mode,
+            }
         },
         "spec": {"nodeName": node},
         "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
@@ -120,31 +136,31 @@ def pod(node: str, ready: bool, fp: str = FP, mode: str = "sync") -> dict[str, A
 
 
 def test_synced_only_when_every_node_runs_a_ready_current_pod() -> None:
-    ok = mscapi.sync_state(daemon(2, 2), [pod("w1", True), pod("w2", True)], fingerprint=FP,
+    ok = agent_manifest.sync_state(daemon(2, 2), [pod("w1", True), pod("w2", True)], fingerprint=FP,
                            mode="sync")  # fmt: skip
     assert (ok.synced, ok.desired, ok.ready, ok.reason) == (True, 2, 2, "Synced")
-    old = mscapi.sync_state(
+    old = agent_manifest.sync_state(
         daemon(2, 1), [pod("w1", True), pod("w2", True, fp="sha256:old")], fingerprint=FP,
         mode="sync",
     )  # fmt: skip
     assert (old.synced, old.ready, old.not_synced) == (False, 1, ("w2",))
     assert "w2" in old.message
-    unready = mscapi.sync_state(daemon(2, 2), [pod("w1", True), pod("w2", False)],
+    unready = agent_manifest.sync_state(daemon(2, 2), [pod("w1", True), pod("w2", False)],
                                 fingerprint=FP, mode="sync")  # fmt: skip
     assert (unready.synced, unready.not_synced) == (False, ("w2",))
-    stale = mscapi.sync_state(daemon(2, 2, gen=3), [pod("w1", True), pod("w2", True)],
+    stale = agent_manifest.sync_state(daemon(2, 2, gen=3), [pod("w1", True), pod("w2", True)],
                               fingerprint=FP, mode="sync")  # fmt: skip
     assert stale.synced is False
 
 
 def test_no_windows_nodes_and_no_daemon_set() -> None:
-    none = mscapi.sync_state(daemon(0, 0), [], fingerprint=FP, mode="sync")
+    none = agent_manifest.sync_state(daemon(0, 0), [], fingerprint=FP, mode="sync")
     assert (none.synced, none.reason) == (False, "NoWindowsNodes")
-    missing = mscapi.sync_state(None, [], fingerprint=FP, mode="sync")
+    missing = agent_manifest.sync_state(None, [], fingerprint=FP, mode="sync")
     assert (missing.synced, missing.reason) == (False, "AgentPending")
 
 
 def test_status_shape() -> None:
-    s = mscapi.sync_state(daemon(2, 1), [pod("w1", True), pod("w2", False)], fingerprint=FP,
+    s = agent_manifest.sync_state(daemon(2, 1), [pod("w1", True), pod("w2", False)], fingerprint=FP,
                           mode="sync")  # fmt: skip
     assert s.status() == {"desired": 2, "ready": 1, "notSynced": ["w2"]}

@@ -17,8 +17,8 @@ import pydantic
 import pytest
 
 import pki as pki_module
-from cobrowse_tls import certs, render
 from cobrowse_tls.api import models
+from cobrowse_tls.core import certs, render
 from unit.builders import Doc, tls_doc
 
 PASSWORD = "s3cret-Password"

@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 import pki as pki_module
-from cobrowse_tls import render, render_cli
+from cobrowse_tls import render_cli
 from cobrowse_tls.api import models
+from cobrowse_tls.core import render
 from unit.builders import Doc, config_map_doc, dump, secret_doc, tls_doc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

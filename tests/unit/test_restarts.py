@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from cobrowse_tls import restarts
 from cobrowse_tls.api import models
+from cobrowse_tls.core import restart_plan
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 H1, H2 = "sha256:one", "sha256:two"
@@ -17,7 +17,7 @@ H1, H2 = "sha256:one", "sha256:two"
 def deploy(
     name: str, hash_: str | None = None, *, complete: bool = True, gen: int = 2
 ) -> dict[str, Any]:
-    annotations = {restarts.ANNOTATION_RESTARTED_FOR: hash_} if hash_ else {}
+    annotations = {restart_plan.ANNOTATION_RESTARTED_FOR: hash_} if hash_ else {}
     replicas = 2
     return {
         "apiVersion": "apps/v1",
@@ -33,16 +33,16 @@ def deploy(
     }
 
 
-def targets(*objs: dict[str, Any] | None, names: tuple[str, ...] = ()) -> list[restarts.Target]:
+def targets(*objs: dict[str, Any] | None, names: tuple[str, ...] = ()) -> list[restart_plan.Target]:
     out = []
     for i, o in enumerate(objs):
         name = o["metadata"]["name"] if o else names[i]
-        out.append(restarts.Target("Deployment", name, o))
+        out.append(restart_plan.Target("Deployment", name, o))
     return out
 
 
 def run(
-    ts: list[restarts.Target],
+    ts: list[restart_plan.Target],
     *,
     previous: dict[str, Any] | None = None,
     desired: str = H1,
@@ -53,8 +53,8 @@ def run(
     window: float = 0.0,
     deadline: float = 600.0,
     blocked_by: str | None = None,
-) -> tuple[restarts.Plan, dict[str, Any]]:
-    return restarts.plan(
+) -> tuple[restart_plan.Plan, dict[str, Any]]:
+    return restart_plan.plan(
         ts,
         desired=desired,
         previous=previous,
@@ -105,7 +105,7 @@ def test_a_workload_with_the_current_hash_is_never_restarted() -> None:
 def test_incomplete_rollout_of_a_stale_generation_is_not_complete() -> None:
     obj = deploy("a", H1)
     obj["status"]["observedGeneration"] = 1
-    assert not restarts.rollout_complete(obj)
+    assert not restart_plan.rollout_complete(obj)
 
 
 def test_window_batches_changes() -> None:
@@ -134,7 +134,7 @@ def test_manual_policy_waits_for_approval_of_this_hash() -> None:
     plan, _ = run(targets(deploy("a")), policy=manual)
     assert plan.restart == ()
     assert (plan.ready, plan.reason) == (False, "RestartPending")
-    assert restarts.ANNOTATION_APPROVE in plan.message
+    assert restart_plan.ANNOTATION_APPROVE in plan.message
     assert H1 in plan.message
     plan, _ = run(targets(deploy("a")), policy=manual, approved=H2)  # an older approval
     assert plan.restart == ()
@@ -171,12 +171,14 @@ def test_blocked_by_a_dependency() -> None:
 
 def test_restart_patch_sets_only_the_annotation() -> None:
     h = "sha256:" + "ab" * 32
-    patch = restarts.restart_patch(restarts.Target("Deployment", "a", deploy("a")), h)
+    patch = restart_plan.restart_patch(restart_plan.Target("Deployment", "a", deploy("a")), h)
     assert patch == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "a", "namespace": "ns"},
-        "spec": {"template": {"metadata": {"annotations": {restarts.ANNOTATION_RESTARTED_FOR: h}}}},
+        "spec": {
+            "template": {"metadata": {"annotations": {restart_plan.ANNOTATION_RESTARTED_FOR: h}}}
+        },
     }
 
 
@@ -190,7 +192,7 @@ def test_label_selector_string() -> None:
             ],
         }
     )
-    assert restarts.label_selector(sel) == "app=cobrowse,tier=web,env in (prod,stage),!canary"
+    assert restart_plan.label_selector(sel) == "app=cobrowse,tier=web,env in (prod,stage),!canary"
 
 
 @pytest.mark.parametrize(
@@ -256,4 +258,4 @@ def test_label_selector_string() -> None:
     ids=["ds-done", "ds-rolling", "sts-done", "sts-rolling"],
 )
 def test_rollout_complete_per_kind(obj: dict[str, Any], complete: bool) -> None:
-    assert restarts.rollout_complete(obj) is complete
+    assert restart_plan.rollout_complete(obj) is complete

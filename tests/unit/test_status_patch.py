@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cobrowse_tls import conditions, reconciler
+from cobrowse_tls.core import conditions
+from cobrowse_tls.engine import reconciler
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ import jks
 import pytest
 
 import pki as p
-from cobrowse_tls.certs import CACertificate, parse_source
-from cobrowse_tls.truststores import jks_aliases, jks_truststore, pem_bundle
+from cobrowse_tls.core.certs import CACertificate, parse_source
+from cobrowse_tls.core.truststores import jks_aliases, jks_truststore, pem_bundle
 
 PASSWORD = "changeit-but-not-really"
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 import pki as pki_module
-from cobrowse_tls import mscapi, render, windows_agents
-from cobrowse_tls import settings as settings_mod
 from cobrowse_tls.api import models
+from cobrowse_tls.core import agent_manifest, render
+from cobrowse_tls.engine import agent_step
+from cobrowse_tls.engine import settings as settings_mod
 
 DELETED_AT = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 FP = "sha256:" + "cd" * 32
@@ -28,7 +29,7 @@ def body() -> dict[str, Any]:
             "uid": "u1",
             "resourceVersion": "10",
             "deletionTimestamp": "2030-01-01T12:00:00Z",
-            "finalizers": [mscapi.FINALIZER, "other/finalizer"],
+            "finalizers": [agent_manifest.FINALIZER, "other/finalizer"],
         },
         "spec": {
             "provider": "MSCAPI",
@@ -44,7 +45,7 @@ class FakeCluster:
     def __init__(self, mode: str, pods_ready: bool) -> None:
         tls = models.parse(body())
         ds = render.agent_daemon_set(
-            tls, fingerprint=FP, input_hash="h", agent=mscapi.AgentConfig(), mode=mode
+            tls, fingerprint=FP, input_hash="h", agent=agent_manifest.AgentConfig(), mode=mode
         )
         ds["metadata"]["generation"] = 1
         ds["status"] = {"observedGeneration": 1, "desiredNumberScheduled": 2,
@@ -53,7 +54,10 @@ class FakeCluster:
         self.pods = [
             {
                 "metadata": {
-                    "annotations": {mscapi.ANNOTATION_FINGERPRINT: FP, mscapi.ANNOTATION_MODE: mode}
+                    "annotations": {
+                        agent_manifest.ANNOTATION_FINGERPRINT: FP,
+                        agent_manifest.ANNOTATION_MODE: mode,
+                    }
                 },
                 "spec": {"nodeName": node},
                 "status": {
@@ -88,18 +92,18 @@ class FakeCluster:
 
 def finalize(fake: FakeCluster, after: float) -> tuple[int, float | None]:
     now = DELETED_AT + timedelta(seconds=after)
-    return windows_agents.finalize(fake, body(), SETTINGS, now)  # type: ignore[arg-type]
+    return agent_step.finalize(fake, body(), SETTINGS, now)  # type: ignore[arg-type]
 
 
 def test_first_the_agents_switch_to_cleanup() -> None:
-    fake = FakeCluster(mscapi.SYNC, pods_ready=True)
+    fake = FakeCluster(agent_manifest.SYNC, pods_ready=True)
     _, again = finalize(fake, after=1)
     assert again == 1.0
     [applied] = fake.applied
-    assert applied["spec"]["template"]["metadata"]["annotations"][mscapi.ANNOTATION_MODE] == (
-        mscapi.CLEANUP
-    )
-    assert applied["metadata"]["annotations"][mscapi.ANNOTATION_CLEANUP_SINCE] == (
+    assert applied["spec"]["template"]["metadata"]["annotations"][
+        agent_manifest.ANNOTATION_MODE
+    ] == (agent_manifest.CLEANUP)
+    assert applied["metadata"]["annotations"][agent_manifest.ANNOTATION_CLEANUP_SINCE] == (
         "2030-01-01T12:00:00Z"
     )
     assert fake.events == [("Normal", "CleanupStarted")]
@@ -108,7 +112,7 @@ def test_first_the_agents_switch_to_cleanup() -> None:
 
 
 def test_done_when_every_agent_reports_clean() -> None:
-    fake = FakeCluster(mscapi.CLEANUP, pods_ready=True)
+    fake = FakeCluster(agent_manifest.CLEANUP, pods_ready=True)
     _, again = finalize(fake, after=5)
     assert again is None
     assert fake.events == [("Normal", "CleanupComplete")]
@@ -120,7 +124,7 @@ def test_done_when_every_agent_reports_clean() -> None:
 def test_a_stuck_cleanup_never_blocks_deletion_past_the_timeout(
     after: float, released: bool
 ) -> None:
-    fake = FakeCluster(mscapi.CLEANUP, pods_ready=False)
+    fake = FakeCluster(agent_manifest.CLEANUP, pods_ready=False)
     _, again = finalize(fake, after=after)
     if not released:
         assert again == 1.0
@@ -134,7 +138,7 @@ def test_a_stuck_cleanup_never_blocks_deletion_past_the_timeout(
 
 
 def test_someone_elses_daemon_set_is_never_touched() -> None:
-    fake = FakeCluster(mscapi.SYNC, pods_ready=True)
+    fake = FakeCluster(agent_manifest.SYNC, pods_ready=True)
     assert fake.ds is not None
     fake.ds["metadata"]["labels"] = {"app": "theirs"}
     _, again = finalize(fake, after=1)
@@ -145,7 +149,7 @@ def test_someone_elses_daemon_set_is_never_touched() -> None:
 
 
 def test_sync_reports_a_conflict_instead_of_adopting_a_foreign_daemon_set() -> None:
-    fake = FakeCluster(mscapi.SYNC, pods_ready=True)
+    fake = FakeCluster(agent_manifest.SYNC, pods_ready=True)
     assert fake.ds is not None
     fake.ds["metadata"]["labels"] = {"app": "theirs"}
     b = body()
@@ -154,7 +158,7 @@ def test_sync_reports_a_conflict_instead_of_adopting_a_foreign_daemon_set() -> N
     tls = models.parse(b)
     source = render.SourceData("inline", pki_module.pem(pki_module.pki().root))
     rendered = render.render(tls, [source], password=None, now=pki_module.pki().now)
-    writes, sync = windows_agents.sync(fake, b, tls, rendered)  # type: ignore[arg-type]
+    writes, sync = agent_step.sync(fake, b, tls, rendered)  # type: ignore[arg-type]
     assert (writes, sync.synced, sync.reason) == (0, False, "OutputConflict")
     assert "not managed by this CobrowseTLS" in sync.message
     assert fake.applied == []

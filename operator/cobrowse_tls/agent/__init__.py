@@ -202,7 +202,7 @@ def store_opener(config: Config) -> Callable[[Target], Store]:
 def read_wanted(ca_file: Path, expected: str) -> tuple[dict[str, bytes] | None, str]:
     """(thumbprint -> DER of every certificate in ca.pem, "") when its fingerprint is the
     expected one; (None, why) otherwise, and then the store must not be touched."""
-    from cobrowse_tls import certs
+    from cobrowse_tls.core import certs
 
     try:
         data = ca_file.read_bytes()

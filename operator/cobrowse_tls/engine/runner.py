@@ -13,8 +13,9 @@ from datetime import timedelta
 
 import kopf
 
-from cobrowse_tls import controller, kube, metrics, mscapi
-from cobrowse_tls import settings as settings_mod
+from cobrowse_tls.core import agent_manifest
+from cobrowse_tls.engine import controller, kube, metrics
+from cobrowse_tls.engine import settings as settings_mod
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,12 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--agent-image",
-        default=env("COBROWSE_TLS_AGENT_IMAGE", mscapi.DEFAULT_IMAGE),
+        default=env("COBROWSE_TLS_AGENT_IMAGE", agent_manifest.DEFAULT_IMAGE),
         help="image of the MSCAPI Windows agent DaemonSet",
     )
     p.add_argument(
         "--agent-command",
-        default=env("COBROWSE_TLS_AGENT_COMMAND", " ".join(mscapi.AgentConfig().command)),
+        default=env("COBROWSE_TLS_AGENT_COMMAND", " ".join(agent_manifest.AgentConfig().command)),
         help="how the agent image runs cobrowse-tls (words separated by spaces)",
     )
     p.add_argument(
@@ -159,14 +160,16 @@ def main(argv: Iterable[str]) -> int:
     logging.getLogger("cobrowse_tls").setLevel(logging.DEBUG if args.verbose else logging.INFO)
 
     # Imported for their registrations with kopf's default registry.
-    from cobrowse_tls import handlers
+    from cobrowse_tls.engine import handlers
 
     client = kube.Client(kube.load_api_client(args.kubeconfig))
     settings = settings_mod.Settings(
         expiry_window=timedelta(days=args.expiry_window),
         restart_window=timedelta(seconds=args.restart_window),
         rollout_deadline=timedelta(seconds=args.rollout_deadline),
-        agent=mscapi.AgentConfig(image=args.agent_image, command=tuple(args.agent_command.split())),
+        agent=agent_manifest.AgentConfig(
+            image=args.agent_image, command=tuple(args.agent_command.split())
+        ),
         cleanup_timeout=timedelta(seconds=args.cleanup_timeout),
         verify_connections=args.verify_connections,
     )

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from cobrowse_tls import certs, mscapi, truststores
 from cobrowse_tls.api import models
+from cobrowse_tls.core import agent_manifest, certs, truststores
 
 MANAGER = "cobrowse-tls-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -200,7 +200,7 @@ def render(
     *,
     password: str | None,
     now: datetime,
-    agent: mscapi.AgentConfig | None = None,
+    agent: agent_manifest.AgentConfig | None = None,
 ) -> Rendered:
     """Render every output. Raises InvalidInput or certs.CertificateError on bad input.
 
@@ -264,7 +264,10 @@ def render(
     daemon_set = None
     if provider is models.Provider.MSCAPI:
         daemon_set = agent_daemon_set(
-            tls, fingerprint=fingerprint, input_hash=digest, agent=agent or mscapi.AgentConfig()
+            tls,
+            fingerprint=fingerprint,
+            input_hash=digest,
+            agent=agent or agent_manifest.AgentConfig(),
         )
     return Rendered(
         files=files,
@@ -284,8 +287,8 @@ def agent_daemon_set(
     *,
     fingerprint: str,
     input_hash: str,
-    agent: mscapi.AgentConfig,
-    mode: str = mscapi.SYNC,
+    agent: agent_manifest.AgentConfig,
+    mode: str = agent_manifest.SYNC,
     cleanup_since: str | None = None,
 ) -> dict[str, Any]:
     """The agent DaemonSet, with an input hash that also covers the operator's agent settings."""
@@ -297,7 +300,7 @@ def agent_daemon_set(
     )
     labels = {LABEL_MANAGED_BY: MANAGER, LABEL_OWNER: tls.metadata.name}
     annotations = {ANNOTATION_INPUT_HASH: "sha256:" + hashlib.sha256(material.encode()).hexdigest()}
-    return mscapi.daemon_set(
+    return agent_manifest.daemon_set(
         tls,
         fingerprint=fingerprint,
         secret_name=tls.truststore_secret_name,

@@ -12,8 +12,8 @@ from typing import Any
 
 import kopf
 
-from cobrowse_tls import controller as controller_mod
 from cobrowse_tls.api import models
+from cobrowse_tls.engine import controller as controller_mod
 
 
 class Memo(kopf.Memo):

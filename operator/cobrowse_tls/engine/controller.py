@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cobrowse_tls import kube, metrics, reconciler, render
-from cobrowse_tls import settings as settings_mod
+from cobrowse_tls.core import render
+from cobrowse_tls.engine import kube, metrics, reconciler
+from cobrowse_tls.engine import settings as settings_mod
 
-log = logging.getLogger("cobrowse_tls.controller")
+log = logging.getLogger("cobrowse_tls.engine.controller")
 
 SourceRef = tuple[str, str, str]  # (kind, namespace, name)
 

@@ -12,23 +12,27 @@ from typing import Any
 
 import pydantic
 
-from cobrowse_tls import kube, mscapi, outputs, render
-from cobrowse_tls import settings as settings_mod
 from cobrowse_tls.api import models
+from cobrowse_tls.core import agent_manifest, render
+from cobrowse_tls.engine import kube, outputs
+from cobrowse_tls.engine import settings as settings_mod
 
 
 def _agent_pods(client: kube.Client, tls: models.CobrowseTLS) -> list[dict[str, Any]]:
-    selector = ",".join(f"{k}={v}" for k, v in mscapi.selector_labels(tls).items())
+    selector = ",".join(f"{k}={v}" for k, v in agent_manifest.selector_labels(tls).items())
     return client.list_pods(tls.metadata.namespace or "default", selector)
 
 
 def _ensure_finalizer(client: kube.Client, body: Mapping[str, Any]) -> int:
     meta = body["metadata"]
     finalizers = list(meta.get("finalizers") or [])
-    if mscapi.FINALIZER in finalizers:
+    if agent_manifest.FINALIZER in finalizers:
         return 0
     client.set_finalizers(
-        meta["namespace"], meta["name"], [*finalizers, mscapi.FINALIZER], meta["resourceVersion"]
+        meta["namespace"],
+        meta["name"],
+        [*finalizers, agent_manifest.FINALIZER],
+        meta["resourceVersion"],
     )
     return 1
 
@@ -36,9 +40,9 @@ def _ensure_finalizer(client: kube.Client, body: Mapping[str, Any]) -> int:
 def _drop_finalizer(client: kube.Client, body: Mapping[str, Any]) -> int:
     meta = body["metadata"]
     finalizers = list(meta.get("finalizers") or [])
-    if mscapi.FINALIZER not in finalizers:
+    if agent_manifest.FINALIZER not in finalizers:
         return 0
-    finalizers.remove(mscapi.FINALIZER)
+    finalizers.remove(agent_manifest.FINALIZER)
     client.set_finalizers(meta["namespace"], meta["name"], finalizers, meta["resourceVersion"])
     return 1
 
@@ -48,7 +52,7 @@ def sync(
     body: Mapping[str, Any],
     tls: models.CobrowseTLS,
     rendered: render.Rendered,
-) -> tuple[int, mscapi.Sync]:
+) -> tuple[int, agent_manifest.Sync]:
     """Apply the agent DaemonSet (first the finalizer that lets it clean up) and read its sync."""
     assert rendered.daemon_set is not None
     namespace = tls.metadata.namespace or "default"
@@ -57,13 +61,16 @@ def sync(
         # Someone else's DaemonSet by that name: never touch it, not even to clean up.
         message = f"DaemonSet {tls.agent_daemonset_name} exists and is not managed by this"
         message += " CobrowseTLS; delete or rename it"
-        return 0, mscapi.Sync(False, 0, 0, (), outputs.OUTPUT_CONFLICT, message)
+        return 0, agent_manifest.Sync(False, 0, 0, (), outputs.OUTPUT_CONFLICT, message)
     writes = _ensure_finalizer(client, body)
     if outputs.needs_apply(existing, rendered.daemon_set):
         existing = client.apply(rendered.daemon_set)
         writes += 1
-    sync = mscapi.sync_state(
-        existing, _agent_pods(client, tls), fingerprint=rendered.fingerprint, mode=mscapi.SYNC
+    sync = agent_manifest.sync_state(
+        existing,
+        _agent_pods(client, tls),
+        fingerprint=rendered.fingerprint,
+        mode=agent_manifest.SYNC,
     )
     return writes, sync
 
@@ -80,29 +87,29 @@ def cleanup_step(
     """Drive the agents to remove what they added; True once done (or timed out)."""
     namespace = ds["metadata"]["namespace"]
     template = ds["spec"]["template"]["metadata"].get("annotations") or {}
-    fingerprint = str(template.get(mscapi.ANNOTATION_FINGERPRINT, ""))
+    fingerprint = str(template.get(agent_manifest.ANNOTATION_FINGERPRINT, ""))
     writes = 0
     if tls is None:
         outputs.event(
             client, body, "Warning", "CleanupSkipped", "spec unreadable; agents not cleaned"
         )
         return True, 1
-    if template.get(mscapi.ANNOTATION_MODE) != mscapi.CLEANUP:
+    if template.get(agent_manifest.ANNOTATION_MODE) != agent_manifest.CLEANUP:
         client.apply(
             render.agent_daemon_set(
                 tls,
                 fingerprint=fingerprint,
                 input_hash="cleanup",
                 agent=settings.agent,
-                mode=mscapi.CLEANUP,
+                mode=agent_manifest.CLEANUP,
                 cleanup_since=render.rfc3339(since),
             )
         )
         outputs.event(client, body, "Normal", "CleanupStarted", "agents remove the CAs they added")
         return False, 2
     current = client.get_workload("DaemonSet", namespace, ds["metadata"]["name"])
-    sync = mscapi.sync_state(
-        current, _agent_pods(client, tls), fingerprint=fingerprint, mode=mscapi.CLEANUP
+    sync = agent_manifest.sync_state(
+        current, _agent_pods(client, tls), fingerprint=fingerprint, mode=agent_manifest.CLEANUP
     )
     if sync.synced or sync.reason == "NoWindowsNodes":
         outputs.event(
@@ -126,7 +133,7 @@ def finalize(
 ) -> tuple[int, float | None]:
     """Deletion of a CobrowseTLS: the writes made and when to look again (None: done)."""
     meta = body["metadata"]
-    if mscapi.FINALIZER not in (meta.get("finalizers") or ()):
+    if agent_manifest.FINALIZER not in (meta.get("finalizers") or ()):
         return 0, None  # the garbage collector removes the outputs
     namespace = meta["namespace"]
     try:
@@ -158,13 +165,15 @@ def retire(
 
     Returns the writes made and whether the cleanup is still under way.
     """
-    if mscapi.FINALIZER not in (body["metadata"].get("finalizers") or ()):
+    if agent_manifest.FINALIZER not in (body["metadata"].get("finalizers") or ()):
         return 0, False
     namespace = tls.metadata.namespace or "default"
     ds = client.get_workload("DaemonSet", namespace, tls.agent_daemonset_name)
     writes = 0
     if ds is not None and outputs.owned_by(ds, tls.metadata.name):
-        stamp = (ds["metadata"].get("annotations") or {}).get(mscapi.ANNOTATION_CLEANUP_SINCE)
+        stamp = (ds["metadata"].get("annotations") or {}).get(
+            agent_manifest.ANNOTATION_CLEANUP_SINCE
+        )
         since = render.parse_rfc3339(stamp) if stamp else now
         done, writes = cleanup_step(client, body, tls, ds, settings, now, since)
         if not done:

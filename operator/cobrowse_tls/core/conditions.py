@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from cobrowse_tls import certs, render
+from cobrowse_tls.core import certs, render
 
 READY = "Ready"
 TRUST_STORE_READY = "TrustStoreReady"

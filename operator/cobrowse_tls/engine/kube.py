@@ -19,8 +19,8 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.client import exceptions as k8s_exceptions
 
-from cobrowse_tls import render
 from cobrowse_tls.api import models
+from cobrowse_tls.core import render
 
 FIELD_MANAGER = "cobrowse-tls-operator"
 APPLY = "application/apply-patch+yaml"

@@ -14,22 +14,13 @@ from typing import Any
 
 import pydantic
 
-from cobrowse_tls import (
-    certs,
-    conditions,
-    connections,
-    kube,
-    outputs,
-    passwords,
-    render,
-    restarts,
-    windows_agents,
-    workload_restarts,
-)
-from cobrowse_tls import settings as settings_mod
+from cobrowse_tls import passwords
 from cobrowse_tls.api import models
+from cobrowse_tls.core import certs, conditions, render, restart_plan
+from cobrowse_tls.engine import agent_step, connections, kube, outputs, restart_step
+from cobrowse_tls.engine import settings as settings_mod
 
-log = logging.getLogger("cobrowse_tls.reconciler")
+log = logging.getLogger("cobrowse_tls.engine.reconciler")
 
 SOURCE_FORBIDDEN = "SourceForbidden"
 INVALID_SPEC = "InvalidSpec"
@@ -162,7 +153,7 @@ def reconcile(
     previous = body.get("status") or {}
     namespace = meta.get("namespace") or "default"
     if meta.get("deletionTimestamp"):
-        finalized, again = windows_agents.finalize(client, body, settings, now)
+        finalized, again = agent_step.finalize(client, body, settings, now)
         return Outcome("ok", writes=finalized, requeue_after=again)
     try:
         tls = models.parse(body)
@@ -250,7 +241,7 @@ def reconcile(
     windows_status: dict[str, Any] | None = None
     blocked_by: str | None = None
     if tls.spec.provider is models.Provider.MSCAPI and rendered.daemon_set is not None:
-        written, sync = windows_agents.sync(client, body, tls, rendered)
+        written, sync = agent_step.sync(client, body, tls, rendered)
         writes += written
         observations.insert(
             1,
@@ -264,17 +255,17 @@ def reconcile(
             blocked_by = "the Windows agents to sync"
             requeue = settings.rollout_poll
     else:
-        written, retiring = windows_agents.retire(client, body, tls, settings, now)
+        written, retiring = agent_step.retire(client, body, tls, settings, now)
         writes += written
         if retiring:
             requeue = settings.rollout_poll
     restart_status: dict[str, Any] | None = None
     if tls.spec.workloads:
-        plan, restart_status = workload_restarts.plan(
+        plan, restart_status = restart_step.plan(
             client, tls, rendered, previous, settings, now, blocked_by
         )
         for target in plan.restart:
-            client.apply(restarts.restart_patch(target, restart_status["hash"]))
+            client.apply(restart_plan.restart_patch(target, restart_status["hash"]))
             writes += 1
             outputs.event(
                 client,
@@ -284,7 +275,7 @@ def reconcile(
                 f"restarting {target.kind} {target.name} for {restart_status['hash']}",
             )
             writes += 1
-        for done in workload_restarts.newly_done(previous.get("restart"), plan):
+        for done in restart_step.newly_done(previous.get("restart"), plan):
             outputs.event(
                 client, body, "Normal", "RolloutDone", f"{done} runs the current material"
             )

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from cobrowse_tls import render
 from cobrowse_tls.api import models
+from cobrowse_tls.core import render
 
 ANNOTATION_RESTARTED_FOR = "tls.cobrowse.io/restarted-for"
 ANNOTATION_APPROVE = "tls.cobrowse.io/approve-restart"

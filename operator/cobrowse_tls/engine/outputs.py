@@ -6,9 +6,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from cobrowse_tls import kube, render
+from cobrowse_tls.core import render
+from cobrowse_tls.engine import kube
 
-log = logging.getLogger("cobrowse_tls.outputs")
+log = logging.getLogger("cobrowse_tls.engine.outputs")
 
 # TrustStoreReady reason: an object with an output's name exists and is someone else's.
 OUTPUT_CONFLICT = "OutputConflict"

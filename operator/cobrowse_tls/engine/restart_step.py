@@ -6,14 +6,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from cobrowse_tls import kube, render, restarts
-from cobrowse_tls import settings as settings_mod
 from cobrowse_tls.api import models
+from cobrowse_tls.core import render, restart_plan
+from cobrowse_tls.engine import kube
+from cobrowse_tls.engine import settings as settings_mod
 
 
-def _targets(client: kube.Client, tls: models.CobrowseTLS) -> list[restarts.Target]:
+def _targets(client: kube.Client, tls: models.CobrowseTLS) -> list[restart_plan.Target]:
     namespace = tls.metadata.namespace or "default"
-    out: list[restarts.Target] = []
+    out: list[restart_plan.Target] = []
     seen: set[tuple[str, str]] = set()
     for w in tls.spec.workloads:
         kind = w.kind.value
@@ -23,14 +24,14 @@ def _targets(client: kube.Client, tls: models.CobrowseTLS) -> list[restarts.Targ
             label = w.name
         else:
             assert w.selector is not None
-            selector = restarts.label_selector(w.selector)
+            selector = restart_plan.label_selector(w.selector)
             found = [*client.list_workloads(kind, namespace, selector)] or [None]
             label = f"selector {selector}"
         for obj in found:
             name = obj["metadata"]["name"] if obj is not None else label
             if (kind, name) not in seen:
                 seen.add((kind, name))
-                out.append(restarts.Target(kind, name, obj))
+                out.append(restart_plan.Target(kind, name, obj))
     return out
 
 
@@ -42,9 +43,9 @@ def plan(
     settings: settings_mod.Settings,
     now: datetime,
     blocked_by: str | None,
-) -> tuple[restarts.Plan, dict[str, Any]]:
-    approved = (tls.metadata.annotations or {}).get(restarts.ANNOTATION_APPROVE)
-    return restarts.plan(
+) -> tuple[restart_plan.Plan, dict[str, Any]]:
+    approved = (tls.metadata.annotations or {}).get(restart_plan.ANNOTATION_APPROVE)
+    return restart_plan.plan(
         _targets(client, tls),
         desired=rendered.material_hash,
         previous=previous.get("restart"),
@@ -59,7 +60,7 @@ def plan(
     )
 
 
-def newly_done(previous: Mapping[str, Any] | None, plan: restarts.Plan) -> list[str]:
+def newly_done(previous: Mapping[str, Any] | None, plan: restart_plan.Plan) -> list[str]:
     before = {
         (w.get("kind"), w.get("name")): w.get("state")
         for w in (previous or {}).get("workloads") or ()
@@ -67,5 +68,5 @@ def newly_done(previous: Mapping[str, Any] | None, plan: restarts.Plan) -> list[
     return [
         f"{w.kind} {w.name}"
         for w in plan.workloads
-        if w.state == restarts.DONE and before.get((w.kind, w.name)) == restarts.ROLLING_OUT
+        if w.state == restart_plan.DONE and before.get((w.kind, w.name)) == restart_plan.ROLLING_OUT
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from cobrowse_tls import mscapi
+from cobrowse_tls.core import agent_manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +17,9 @@ class Settings:
     rollout_deadline: timedelta = timedelta(minutes=10)
     # How often a rollout in progress is looked at.
     rollout_poll: float = 1.0
-    agent: mscapi.AgentConfig = dataclasses.field(default_factory=mscapi.AgentConfig)
+    agent: agent_manifest.AgentConfig = dataclasses.field(
+        default_factory=agent_manifest.AgentConfig
+    )
     # Deleting an MSCAPI CobrowseTLS waits at most this long for the agents to clean up.
     cleanup_timeout: timedelta = timedelta(minutes=2)
     # Handshake with configServer and connections (the operator needs to reach them).

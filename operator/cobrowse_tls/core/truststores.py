@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import jks
 
-from cobrowse_tls.certs import CACertificate
+from cobrowse_tls.core.certs import CACertificate
 
 __all__ = ["jks_aliases", "jks_truststore", "pem_bundle"]
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 
-from cobrowse_tls import _pkcs12
+from cobrowse_tls.core import pfx
 
 __all__ = [
     "CACertificate",
@@ -165,7 +165,7 @@ def _parse_pem(data: bytes, source: str) -> list[tuple[x509.Certificate, bytes]]
             ) from None
         if label == b"TRUSTED CERTIFICATE":
             # OpenSSL's trusted form appends trust settings after the certificate itself.
-            der = der[: _pkcs12.tlv_total_length(der) or len(der)]
+            der = der[: pfx.tlv_total_length(der) or len(der)]
         try:
             certs.append((x509.load_der_x509_certificate(der), der))
         except ValueError:
@@ -184,8 +184,8 @@ def _parse_binary(data: bytes, source: str, password: bytes | None) -> list[x509
         return [x509.load_der_x509_certificate(data)]
     except ValueError:
         pass
-    if not _pkcs12.looks_like_pfx(data):
-        declared = _pkcs12.tlv_total_length(data)
+    if not pfx.looks_like_pfx(data):
+        declared = pfx.tlv_total_length(data)
         if data[:1] == b"\x30" and declared is not None and declared > len(data):
             raise CertificateError(
                 INVALID_CERTIFICATE,
@@ -216,10 +216,10 @@ def _parse_pkcs12(data: bytes, source: str, password: bytes | None) -> list[x509
             WRONG_PASSWORD, source, "PKCS#12 data is password-protected and no password was given"
         )
     try:
-        ders = _pkcs12.certificates(data, password)
-    except _pkcs12.WrongPasswordError:
+        ders = pfx.certificates(data, password)
+    except pfx.WrongPasswordError:
         raise CertificateError(WRONG_PASSWORD, source, "wrong PKCS#12 password") from None
-    except _pkcs12.Pkcs12Error as exc:
+    except pfx.Pkcs12Error as exc:
         raise CertificateError(
             INVALID_CERTIFICATE, source, f"invalid PKCS#12 data: {exc}"
         ) from None

@@ -1,0 +1,1 @@
+"""The pure core: parsing, encoding, rendering and planning. No I/O, clock or randomness."""

@@ -1,0 +1,1 @@
+"""The engine: everything that talks to the Kubernetes API (runner, handlers, reconcile steps)."""
