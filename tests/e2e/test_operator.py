@@ -18,7 +18,7 @@ from kubernetes import client
 
 import pki as pkim
 import tls_servers
-from cobrowse_tls.core import render
+from cobrowse_tls.api import stamps
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
     Api,
@@ -586,7 +586,7 @@ def test_printer_columns(cluster: E2ECluster, api: Api, namespace: str, pki: pki
     assert header.split() == ["NAME", "PROVIDER", "READY", "CERTIFICATES", "EXPIRES", "AGE"]
     assert row.split()[:4] == ["cb", "PEM", "True", "2"]
     # The earliest expiry, as a timestamp (the test CAs live a year).
-    assert row.split()[4] == render.rfc3339(pki.root.cert.not_valid_after_utc)
+    assert row.split()[4] == stamps.rfc3339(pki.root.cert.not_valid_after_utc)
 
 
 def test_connections_verified_against_real_tls_servers(

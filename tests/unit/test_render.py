@@ -17,7 +17,7 @@ import pydantic
 import pytest
 
 import pki as pki_module
-from cobrowse_tls.api import models
+from cobrowse_tls.api import models, stamps
 from cobrowse_tls.core import certs, render
 from unit.builders import Doc, tls_doc
 
@@ -81,7 +81,7 @@ def test_pem_outputs(pki: pki_module.PKI) -> None:
             "alias": "root",
             "subject": pki.root.subject,
             "sha256": pki.root.sha256,
-            "notAfter": render.rfc3339(pki.root.cert.not_valid_after_utc),
+            "notAfter": stamps.rfc3339(pki.root.cert.not_valid_after_utc),
         }
     ]
 

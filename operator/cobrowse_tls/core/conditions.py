@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from cobrowse_tls.core import certs, render
+from cobrowse_tls.api import stamps
+from cobrowse_tls.core import certs
 
 READY = "Ready"
 TRUST_STORE_READY = "TrustStoreReady"
@@ -85,14 +86,14 @@ def certificate_validity(
             CERTIFICATES_VALID,
             False,
             "ExpiringSoon",
-            f"{soonest.subject} expires {render.rfc3339(soonest.not_after)}",
+            f"{soonest.subject} expires {stamps.rfc3339(soonest.not_after)}",
         )
     return Observation(
         CERTIFICATES_VALID,
         True,
         "Valid",
         f"all {len(selection.certificates)} CA certificate(s) valid;"
-        f" earliest expiry {render.rfc3339(soonest.not_after)}",
+        f" earliest expiry {stamps.rfc3339(soonest.not_after)}",
     )
 
 
@@ -117,7 +118,7 @@ def merge(
     """
     old = {c.get("type"): c for c in previous or ()}
     all_obs = [ready(observations), *observations]
-    stamp = render.rfc3339(now)
+    stamp = stamps.rfc3339(now)
     out: list[dict[str, Any]] = []
     transitions: list[Transition] = []
     for obs in sorted(all_obs, key=lambda o: ORDER.index(o.type) if o.type in ORDER else 99):

@@ -13,16 +13,11 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from cobrowse_tls.api import models
+from cobrowse_tls.api import models, stamps
 from cobrowse_tls.core import agent_manifest, certs, truststores
-
-MANAGER = "cobrowse-tls-operator"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_OWNER = "tls.cobrowse.io/owner"
-ANNOTATION_INPUT_HASH = "tls.cobrowse.io/input-hash"
 
 CA_PEM = "ca.pem"
 TRUSTSTORE_JKS = "truststore.jks"
@@ -180,18 +175,14 @@ class Rendered:
 
     def certificate_status(self) -> list[dict[str, str]]:
         return [
-            {"alias": a, "subject": c.subject, "sha256": c.sha256, "notAfter": rfc3339(c.not_after)}
+            {
+                "alias": a,
+                "subject": c.subject,
+                "sha256": c.sha256,
+                "notAfter": stamps.rfc3339(c.not_after),
+            }
             for a, c in zip(self.aliases, self.selection.certificates, strict=True)
         ]
-
-
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(text: str) -> datetime:
-    """A Kubernetes timestamp (``2030-01-01T00:00:00Z``) as an aware datetime."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def render(
@@ -240,8 +231,8 @@ def render(
 
     fingerprint = certs.fingerprint(chosen)
     digest = input_hash(tls, fingerprint, password)
-    labels = {LABEL_MANAGED_BY: MANAGER, LABEL_OWNER: tls.metadata.name}
-    annotations = {ANNOTATION_INPUT_HASH: digest}
+    labels = {stamps.LABEL_MANAGED_BY: stamps.MANAGER, stamps.LABEL_OWNER: tls.metadata.name}
+    annotations = {stamps.ANNOTATION_INPUT_HASH: digest}
     secret = None
     if provider is not models.Provider.DISABLED:
         secret = {
@@ -298,8 +289,10 @@ def agent_daemon_set(
         sort_keys=True,
         separators=(",", ":"),
     )
-    labels = {LABEL_MANAGED_BY: MANAGER, LABEL_OWNER: tls.metadata.name}
-    annotations = {ANNOTATION_INPUT_HASH: "sha256:" + hashlib.sha256(material.encode()).hexdigest()}
+    labels = {stamps.LABEL_MANAGED_BY: stamps.MANAGER, stamps.LABEL_OWNER: tls.metadata.name}
+    annotations = {
+        stamps.ANNOTATION_INPUT_HASH: "sha256:" + hashlib.sha256(material.encode()).hexdigest()
+    }
     return agent_manifest.daemon_set(
         tls,
         fingerprint=fingerprint,

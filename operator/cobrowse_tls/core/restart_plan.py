@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from cobrowse_tls.api import models
-from cobrowse_tls.core import render
+from cobrowse_tls.api import models, stamps
 
 ANNOTATION_RESTARTED_FOR = "tls.cobrowse.io/restarted-for"
 ANNOTATION_APPROVE = "tls.cobrowse.io/approve-restart"
@@ -116,7 +115,7 @@ class Plan:
 
 
 def _parse(stamp: str | None) -> datetime | None:
-    return render.parse_rfc3339(stamp) if stamp else None
+    return stamps.parse_rfc3339(stamp) if stamp else None
 
 
 def plan(
@@ -138,7 +137,7 @@ def plan(
     ``previous`` is the last ``status.restart`` (hash, since, workloads with startedAt);
     ``blocked_by`` names a dependency that must complete first (the Windows agents).
     """
-    stamp = render.rfc3339(now)
+    stamp = stamps.rfc3339(now)
     previous = previous or {}
     same_hash = previous.get("hash") == desired
     since = previous.get("since") if same_hash else stamp

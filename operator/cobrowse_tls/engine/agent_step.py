@@ -12,7 +12,7 @@ from typing import Any
 
 import pydantic
 
-from cobrowse_tls.api import models
+from cobrowse_tls.api import models, stamps
 from cobrowse_tls.core import agent_manifest, render
 from cobrowse_tls.engine import kube, outputs
 from cobrowse_tls.engine import settings as settings_mod
@@ -102,7 +102,7 @@ def cleanup_step(
                 input_hash="cleanup",
                 agent=settings.agent,
                 mode=agent_manifest.CLEANUP,
-                cleanup_since=render.rfc3339(since),
+                cleanup_since=stamps.rfc3339(since),
             )
         )
         outputs.event(client, body, "Normal", "CleanupStarted", "agents remove the CAs they added")
@@ -144,7 +144,7 @@ def finalize(
     ds = client.get_workload("DaemonSet", namespace, ds_name)
     writes = 0
     if ds is not None and outputs.owned_by(ds, meta["name"]):
-        since = render.parse_rfc3339(str(meta["deletionTimestamp"]))
+        since = stamps.parse_rfc3339(str(meta["deletionTimestamp"]))
         done, writes = cleanup_step(client, body, tls, ds, settings, now, since)
         if not done:
             return writes, settings.rollout_poll
@@ -174,7 +174,7 @@ def retire(
         stamp = (ds["metadata"].get("annotations") or {}).get(
             agent_manifest.ANNOTATION_CLEANUP_SINCE
         )
-        since = render.parse_rfc3339(stamp) if stamp else now
+        since = stamps.parse_rfc3339(stamp) if stamp else now
         done, writes = cleanup_step(client, body, tls, ds, settings, now, since)
         if not done:
             return writes, True

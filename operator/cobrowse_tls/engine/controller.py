@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cobrowse_tls.core import render
+from cobrowse_tls.api import stamps
 from cobrowse_tls.engine import kube, metrics, reconciler
 from cobrowse_tls.engine import settings as settings_mod
 
@@ -178,13 +178,13 @@ class Controller:
         for key in self._index.get((kind, namespace, name), ()):
             self.queue.add(key)
         labels = meta.get("labels") or {}
-        if labels.get(render.LABEL_MANAGED_BY) == render.MANAGER and render.LABEL_OWNER in labels:
+        if labels.get(stamps.LABEL_MANAGED_BY) == stamps.MANAGER and stamps.LABEL_OWNER in labels:
             if event_type == "DELETED":
                 self.client.forget(kind, str(namespace), str(name))
             elif self.client.is_own_write(kind, obj):
                 return  # the echo of our own apply
             # One of our outputs changed or vanished: reconcile its owner to repair drift.
-            owner = f"{namespace}/{labels[render.LABEL_OWNER]}"
+            owner = f"{namespace}/{labels[stamps.LABEL_OWNER]}"
             if owner in self.bodies:
                 self.queue.add(owner)
 

@@ -19,8 +19,7 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.client import exceptions as k8s_exceptions
 
-from cobrowse_tls.api import models
-from cobrowse_tls.core import render
+from cobrowse_tls.api import models, stamps
 
 FIELD_MANAGER = "cobrowse-tls-operator"
 APPLY = "application/apply-patch+yaml"
@@ -261,7 +260,7 @@ class Client:
         now: datetime | None = None,
     ) -> None:
         meta = involved["metadata"]
-        stamp = render.rfc3339(now or datetime.now(UTC))
+        stamp = stamps.rfc3339(now or datetime.now(UTC))
         event = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from cobrowse_tls.core import render
+from cobrowse_tls.api import stamps
 from cobrowse_tls.engine import kube
 
 log = logging.getLogger("cobrowse_tls.engine.outputs")
@@ -23,8 +23,8 @@ def owned_by(obj: Mapping[str, Any], owner: str) -> bool:
     """Whether ``obj`` is an output of the CobrowseTLS named ``owner`` (same namespace)."""
     labels = obj.get("metadata", {}).get("labels") or {}
     return bool(
-        labels.get(render.LABEL_MANAGED_BY) == render.MANAGER
-        and labels.get(render.LABEL_OWNER) == owner
+        labels.get(stamps.LABEL_MANAGED_BY) == stamps.MANAGER
+        and labels.get(stamps.LABEL_OWNER) == owner
     )
 
 

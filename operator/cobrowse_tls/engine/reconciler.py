@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 
 from cobrowse_tls import passwords
-from cobrowse_tls.api import models
+from cobrowse_tls.api import models, stamps
 from cobrowse_tls.core import certs, conditions, render, restart_plan
 from cobrowse_tls.engine import agent_step, connections, kube, outputs, restart_step
 from cobrowse_tls.engine import settings as settings_mod
@@ -125,7 +125,7 @@ def trust_store_status(tls: models.CobrowseTLS, rendered: render.Rendered) -> di
     if rendered.secret is not None:
         out["secretName"] = tls.truststore_secret_name
     if chosen:
-        out["expires"] = render.rfc3339(min(c.not_after for c in chosen))
+        out["expires"] = stamps.rfc3339(min(c.not_after for c in chosen))
     return out
 
 
