@@ -23,3 +23,11 @@ def servers(
     """Real TLS servers on 127.0.0.1 (see ``tls_servers.openssl_servers``); name -> port."""
     with tls_servers.openssl_servers(pki, tmp_path_factory.mktemp("tls-servers")) as ports:
         yield ports
+
+
+@pytest.fixture(scope="session")
+def exported_pkcs12(
+    pki: pki_module.PKI, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, pki_module.Exported]:
+    """PKCS#12 files written by the real ``openssl pkcs12 -export`` and ``keytool``; by name."""
+    return pki_module.export_pkcs12(pki, tmp_path_factory.mktemp("pkcs12"))

@@ -2,7 +2,8 @@
 
 One shared module for every test that needs certificates: root CAs, an intermediate, server
 certificates for 127.0.0.1/localhost, a leaf without CA basic constraints, expired CAs, and
-every input format the operator accepts (PEM variants, DER, PKCS#12 modern and legacy).
+every input format the operator accepts (PEM variants, DER, PKCS#12 modern and legacy;
+the PKCS#12 files users bring are written by the real ``openssl`` and ``keytool``).
 EC P-256 keys keep generation fast (a few milliseconds per certificate).
 """
 
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import ipaddress
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -251,114 +254,92 @@ def pkcs12_no_password(main: CertKey, *extra: CertKey) -> bytes:
     )
 
 
-# A minimal DER writer for the RC2-40 file: cryptography can read but not write RC2, and the
-# tests should not need the openssl binary for it.
+# Files written by the real exporters (made in test set-up, never committed): what users
+# bring from OpenSSL and Java. Each entry says what cryptography must find in it.
 
 
-def _der(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes([tag, n]) + content
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + content
+@dataclass(frozen=True)
+class Exported:
+    """A PKCS#12 file as a real tool wrote it, its password and the certificates it holds."""
+
+    data: bytes
+    password: bytes | None  # what a user would put in the Secret (None: no password key)
+    certificates: tuple[bytes, ...]  # DER, in the order cryptography returns them
+    encryption: str  # how the certificates are encrypted, as ``openssl pkcs12 -info`` says
 
 
-def _seq(*items: bytes) -> bytes:
-    return _der(0x30, b"".join(items))
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found on PATH: the PKCS#12 fixtures are made with it")
+    return path
 
 
-def _oid(dotted: str) -> bytes:
-    nums = [int(x) for x in dotted.split(".")]
-    body = bytes([40 * nums[0] + nums[1]])
-    for n in nums[2:]:
-        chunk = [n & 0x7F]
-        n >>= 7
-        while n:
-            chunk.append(0x80 | (n & 0x7F))
-            n >>= 7
-        body += bytes(reversed(chunk))
-    return _der(0x06, body)
+def _run(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=120)
 
 
-def _int(n: int) -> bytes:
-    return _der(0x02, n.to_bytes(max(1, (n.bit_length() + 8) // 8), "big"))
+# name -> (extra ``openssl pkcs12 -export`` options, password, certificate encryption)
+OPENSSL_EXPORTS: dict[str, tuple[tuple[str, ...], bytes | None, str]] = {
+    "openssl-modern": ((), PASSWORD, "PBES2"),
+    "openssl-legacy": (("-legacy",), PASSWORD, "pbeWithSHAAnd40BitRC2-CBC"),
+    "openssl-rc2-40": (
+        ("-legacy", "-certpbe", "PBE-SHA1-RC2-40", "-keypbe", "PBE-SHA1-RC2-40"),
+        PASSWORD,
+        "pbeWithSHAAnd40BitRC2-CBC",
+    ),
+    "openssl-rc2-128": (
+        ("-legacy", "-certpbe", "PBE-SHA1-RC2-128"),
+        PASSWORD,
+        "pbeWithSHAAnd128BitRC2-CBC",
+    ),
+    "openssl-3des": (
+        ("-certpbe", "PBE-SHA1-3DES", "-keypbe", "PBE-SHA1-3DES", "-macalg", "sha1"),
+        PASSWORD,
+        "pbeWithSHAAnd3-KeyTripleDES-CBC",
+    ),
+    "openssl-modern-empty-password": ((), b"", "PBES2"),
+    "openssl-legacy-empty-password": (("-legacy",), b"", "pbeWithSHAAnd40BitRC2-CBC"),
+    "openssl-no-password": (("-certpbe", "NONE", "-keypbe", "NONE", "-nomac"), None, ""),
+}
+KEYTOOL_PASSWORD = b"keytool-secret"
+# name -> (extra keytool options, certificate encryption)
+KEYTOOL_EXPORTS: dict[str, tuple[tuple[str, ...], str]] = {
+    # Java 17's default PKCS12 keystore (AES-256, SHA-256 MAC) and the one older Java wrote.
+    "keytool": ((), "PBES2"),
+    "keytool-legacy": (("-J-Dkeystore.pkcs12.legacy",), "pbeWithSHAAnd40BitRC2-CBC"),
+}
 
 
-def _octets(data: bytes) -> bytes:
-    return _der(0x04, data)
+def export_pkcs12(pki: PKI, directory: Path) -> dict[str, Exported]:
+    """Every PKCS#12 variant above, written by ``openssl pkcs12 -export`` and ``keytool``.
 
-
-def _explicit0(data: bytes) -> bytes:
-    return _der(0xA0, data)
-
-
-def _kdf(purpose: int, password: bytes, salt: bytes, iterations: int, size: int) -> bytes:
-    # pyjks's RFC 7292 key derivation: an implementation independent of the operator's.
-    from jks import rfc7292
-
-    key: bytes = rfc7292.derive_key(
-        hashlib.sha1, purpose, password.decode(), salt, iterations, size
-    )
-    return key
-
-
-def pkcs12_rc2_40(main: CertKey, *extra: CertKey, password: bytes = PASSWORD) -> bytes:
-    """Legacy PKCS#12 as old Windows/Java export it: certificates under RC2-40, SHA-1 MAC.
-
-    The key sits in a plain keyBag (so tests can check that it is never picked up).
+    OpenSSL files hold ``server`` with its key, then ``root`` and ``intermediate``; keytool
+    files hold ``root`` and ``intermediate`` as trusted entries (a Java trust store).
     """
-    from Cryptodome.Cipher import ARC2
-
-    key_id = b"\x01\x02\x03\x04"
-    local_key_id = _der(0x31, _seq(_oid("1.2.840.113549.1.9.21"), _der(0x31, _octets(key_id))))
-    cert_bags = []
-    for index, item in enumerate((main, *extra)):
-        cert_bag = _seq(
-            _oid("1.2.840.113549.1.12.10.1.3"),
-            _explicit0(_seq(_oid("1.2.840.113549.1.9.22.1"), _explicit0(_octets(item.der)))),
-            *([local_key_id] if index == 0 else []),
+    openssl, keytool = _tool("openssl"), _tool("keytool")
+    cert = write(directory, "server.pem", pki.server.pem)
+    key = write(directory, "server-key.pem", pki.server.key_pem)
+    chain = write(directory, "chain.pem", pem(pki.root, pki.intermediate))
+    found: dict[str, Exported] = {}
+    for name, (options, password, encryption) in OPENSSL_EXPORTS.items():
+        out = directory / f"{name}.p12"
+        passout = "pass:" + (password or b"").decode()
+        _run(openssl, "pkcs12", "-export", *options, "-in", str(cert), "-inkey", str(key),
+             "-certfile", str(chain), "-passout", passout, "-out", str(out))  # fmt: skip
+        ders: tuple[bytes, ...] = (pki.server.der, pki.root.der, pki.intermediate.der)
+        found[name] = Exported(out.read_bytes(), password, ders, encryption)
+    for name, (options, encryption) in KEYTOOL_EXPORTS.items():
+        out = directory / f"{name}.p12"
+        for alias, item in (("root", pki.root), ("intermediate", pki.intermediate)):
+            pem_file = write(directory, f"{alias}.pem", item.pem)
+            _run(keytool, *options, "-importcert", "-noprompt", "-alias", alias,
+                 "-file", str(pem_file), "-keystore", str(out), "-storetype", "PKCS12",
+                 "-storepass", KEYTOOL_PASSWORD.decode())  # fmt: skip
+        found[name] = Exported(
+            out.read_bytes(), KEYTOOL_PASSWORD, (pki.root.der, pki.intermediate.der), encryption
         )
-        cert_bags.append(cert_bag)
-    plain = _seq(*cert_bags)
-    salt, iterations = b"\x11" * 8, 2048
-    rc2_key = _kdf(1, password, salt, iterations, 5)
-    iv = _kdf(2, password, salt, iterations, 8)
-    pad = 8 - len(plain) % 8
-    # RC2 is the point of this fixture; the stub lacks effective_keylen.
-    cipher = ARC2.new(  # type: ignore[call-arg]  # noqa: S304
-        rc2_key, ARC2.MODE_CBC, iv=iv, effective_keylen=40
-    )
-    encrypted = cipher.encrypt(plain + bytes([pad]) * pad)
-    encrypted_info = _seq(
-        _oid("1.2.840.113549.1.7.6"),
-        _explicit0(
-            _seq(
-                _int(0),
-                _seq(
-                    _oid("1.2.840.113549.1.7.1"),
-                    _seq(_oid("1.2.840.113549.1.12.1.6"), _seq(_octets(salt), _int(iterations))),
-                    _der(0x80, encrypted),
-                ),
-            )
-        ),
-    )
-    pkcs8 = main.key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    key_bag = _seq(_oid("1.2.840.113549.1.12.10.1.1"), _explicit0(pkcs8), local_key_id)
-    data_info = _seq(_oid("1.2.840.113549.1.7.1"), _explicit0(_octets(_seq(key_bag))))
-    auth_safe = _seq(encrypted_info, data_info)
-    mac_salt = b"\x22" * 8
-    mac_key = _kdf(3, password, mac_salt, iterations, 20)
-    mac = hmac.new(mac_key, auth_safe, hashlib.sha1).digest()
-    mac_data = _seq(
-        _seq(_seq(_oid("1.3.14.3.2.26"), b"\x05\x00"), _octets(mac)),
-        _octets(mac_salt),
-        _int(iterations),
-    )
-    return _seq(
-        _int(3), _seq(_oid("1.2.840.113549.1.7.1"), _explicit0(_octets(auth_safe))), mac_data
-    )
+    return found
 
 
 def private_key_markers(item: CertKey) -> list[bytes]:

@@ -31,12 +31,16 @@ class Stores:
 
 
 @pytest.fixture(scope="module")
-def stores(pki: p.PKI, tmp_path_factory: pytest.TempPathFactory) -> Stores:
+def stores(
+    pki: p.PKI, tmp_path_factory: pytest.TempPathFactory, exported_pkcs12: dict[str, p.Exported]
+) -> Stores:
     """A JKS and PEM bundle rendered from two sources; the CA of ``server`` comes second."""
     directory = tmp_path_factory.mktemp("stores")
     found = parse_source(
         p.pem_with_text(pki.intermediate, pki.expired_ca), source="a"
-    ) + parse_source(p.pkcs12_rc2_40(pki.root), source="b", password=p.PASSWORD)
+    ) + parse_source(
+        exported_pkcs12["keytool-legacy"].data, source="b", password=p.KEYTOOL_PASSWORD
+    )
     chosen = select(found, allow_non_ca=False, now=pki.now).certificates
     assert [c.der for c in chosen] == [pki.intermediate.der, pki.root.der]
     jks_path = p.write(

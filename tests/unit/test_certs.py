@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 import pki as p
-from cobrowse_tls.core import certs
+from cobrowse_tls.core import certs, pfx
 from cobrowse_tls.core.certs import (
     CACertificate,
     CertificateError,
@@ -101,7 +101,6 @@ def test_der(pki: p.PKI) -> None:
 PKCS12_ENCODERS = {
     "modern-aes256": p.pkcs12_modern,
     "legacy-3des": p.pkcs12_3des,
-    "legacy-rc2-40": p.pkcs12_rc2_40,
 }
 
 
@@ -117,35 +116,152 @@ def test_pkcs12_without_password(pki: p.PKI) -> None:
     assert [c.der for c in found] == [pki.root.der]
 
 
-@pytest.mark.parametrize("kind", PKCS12_ENCODERS)
-def test_pkcs12_fallback_reader(pki: p.PKI, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without OpenSSL's help (no legacy provider) every PKCS#12 kind still parses."""
+# --- PKCS#12 files written by openssl and keytool ----------------------------------------
 
-    def refuse(data: bytes, password: bytes | None) -> object:
-        raise ValueError("Invalid password or PKCS12 data")
+EXPORTS = [*p.OPENSSL_EXPORTS, *p.KEYTOOL_EXPORTS]
+EMPTY_OR_NONE = [name for name in EXPORTS if "empty-password" in name or "no-password" in name]
+PROTECTED = [name for name in EXPORTS if name not in EMPTY_OR_NONE]
 
-    monkeypatch.setattr(pkcs12, "load_pkcs12", refuse)
-    data = PKCS12_ENCODERS[kind](pki.server, pki.root)
-    assert [c.der for c in parse(data, p.PASSWORD)] == [pki.server.der, pki.root.der]
+
+@pytest.mark.parametrize("name", EXPORTS)
+def test_exported_pkcs12_loads(exported_pkcs12: dict[str, p.Exported], name: str) -> None:
+    """cryptography itself decodes every real exporter's file, legacy encryption included."""
+    exported = exported_pkcs12[name]
+    found = parse(exported.data, exported.password)
+    assert tuple(c.der for c in found) == exported.certificates
+
+
+@pytest.mark.parametrize("name", EXPORTS)
+def test_exported_pkcs12_keys_never_kept(
+    pki: p.PKI, exported_pkcs12: dict[str, p.Exported], name: str
+) -> None:
+    exported = exported_pkcs12[name]
+    kept = b"".join(
+        c.der + c.pem.encode() + repr(c).encode() for c in parse(exported.data, exported.password)
+    )
+    for marker in p.private_key_markers(pki.server):
+        assert marker not in kept
+
+
+@pytest.mark.parametrize("name", PROTECTED)
+def test_exported_pkcs12_wrong_password(exported_pkcs12: dict[str, p.Exported], name: str) -> None:
+    for wrong in (TYPO, b""):
+        with pytest.raises(CertificateError) as err:
+            parse(exported_pkcs12[name].data, wrong)
+        assert (err.value.reason, str(err.value)) == (
+            "WrongPassword",
+            f"{SRC}: wrong PKCS#12 password",
+        )
+        assert TYPO.decode() not in str(err.value)
+
+
+@pytest.mark.parametrize("name", PROTECTED)
+def test_exported_pkcs12_no_password_given(
+    exported_pkcs12: dict[str, p.Exported], name: str
+) -> None:
     with pytest.raises(CertificateError) as err:
-        parse(data, b"wrong")
-    assert (err.value.reason, str(err.value)) == ("WrongPassword", f"{SRC}: wrong PKCS#12 password")
+        parse(exported_pkcs12[name].data, None)
+    assert (err.value.reason, str(err.value)) == (
+        "WrongPassword",
+        f"{SRC}: PKCS#12 data is password-protected and no password was given",
+    )
 
 
-def test_rc2_without_openssl_legacy_provider(pki: p.PKI, tmp_path: Path) -> None:
-    """The real case: cryptography cannot decrypt RC2 with the legacy provider disabled."""
-    path = p.write(tmp_path, "legacy.p12", p.pkcs12_rc2_40(pki.root))
+@pytest.mark.parametrize("name", EMPTY_OR_NONE)
+@pytest.mark.parametrize("given", [b"", None], ids=["empty", "none"])
+def test_exported_pkcs12_empty_or_no_password(
+    exported_pkcs12: dict[str, p.Exported], name: str, given: bytes | None
+) -> None:
+    """A file exported with an empty password (or none) loads with b"" and without one."""
+    exported = exported_pkcs12[name]
+    assert tuple(c.der for c in parse(exported.data, given)) == exported.certificates
+
+
+@pytest.mark.parametrize("name", EXPORTS)
+def test_exported_pkcs12_truncated(exported_pkcs12: dict[str, p.Exported], name: str) -> None:
+    exported = exported_pkcs12[name]
+    for password in (exported.password, TYPO, None):
+        with pytest.raises(CertificateError) as err:
+            parse(exported.data[: len(exported.data) // 2], password)
+        assert (err.value.reason, str(err.value)) == (
+            "InvalidCertificate",
+            f"{SRC}: invalid PKCS#12 data: truncated",
+        )
+
+
+@pytest.mark.parametrize("name", EXPORTS)
+def test_exported_pkcs12_garbage(exported_pkcs12: dict[str, p.Exported], name: str) -> None:
+    """A PFX header (SEQUENCE, version 3) followed by bytes that are no ContentInfo."""
+    exported = exported_pkcs12[name]
+    header = exported.data[:7]
+    assert header[-3:] == b"\x02\x01\x03"
+    junk = bytes(range(0xE0, 0x100)) * (len(exported.data) // 32 + 1)
+    data = header + junk[: len(exported.data) - len(header)]
+    for password in (exported.password, TYPO, None):
+        with pytest.raises(CertificateError) as err:
+            parse(data, password)
+        assert (err.value.reason, str(err.value)) == (
+            "InvalidCertificate",
+            f"{SRC}: invalid PKCS#12 data: malformed",
+        )
+
+
+def _refuse(data: bytes, password: bytes | None) -> object:
+    raise ValueError("Invalid password or PKCS12 data")
+
+
+@pytest.mark.parametrize("name", EXPORTS)
+def test_exported_pkcs12_mac_tells_wrong_password_from_undecryptable(
+    exported_pkcs12: dict[str, p.Exported], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When cryptography refuses a file, the MAC says whether the password was the reason.
+
+    This is what an OpenSSL without the legacy provider (FIPS builds) does with RC2 files; the
+    empty password must verify under both of OpenSSL's encodings (terminator or nothing).
+    """
+    monkeypatch.setattr(pkcs12, "load_pkcs12", _refuse)
+    exported = exported_pkcs12[name]
+    if exported.encryption:
+        with pytest.raises(CertificateError) as err:
+            parse(exported.data, exported.password)
+        assert (err.value.reason, str(err.value)) == (
+            "InvalidCertificate",
+            f"{SRC}: invalid PKCS#12 data: cannot decrypt {exported.encryption}",
+        )
+    if name in PROTECTED:
+        with pytest.raises(CertificateError) as err:
+            parse(exported.data, TYPO)
+        assert err.value.reason == "WrongPassword"
+
+
+def test_empty_password_encodings(exported_pkcs12: dict[str, p.Exported]) -> None:
+    """OpenSSL 3 writes an empty password's MAC over the BMPString terminator alone."""
+    for name in ("openssl-modern-empty-password", "openssl-legacy-empty-password"):
+        data = exported_pkcs12[name].data
+        for given in (b"", None):
+            with pytest.raises(pfx.Pkcs12Error) as err:
+                pfx.check(data, given)
+            assert not isinstance(err.value, pfx.WrongPasswordError)
+        with pytest.raises(pfx.WrongPasswordError):
+            pfx.check(data, TYPO)
+
+
+def test_legacy_pkcs12_without_openssl_legacy_provider(
+    exported_pkcs12: dict[str, p.Exported], tmp_path: Path
+) -> None:
+    """An OpenSSL without its legacy provider cannot decrypt RC2: reported as such, not as a
+    wrong password (the MAC still verifies)."""
+    exported = exported_pkcs12["openssl-legacy"]
+    path = p.write(tmp_path, "legacy.p12", exported.data)
     code = (
         "import sys, pathlib\n"
-        "from cryptography.hazmat.primitives.serialization import pkcs12\n"
-        "from cobrowse_tls.core.certs import parse_source\n"
+        "from cobrowse_tls.core.certs import CertificateError, parse_source\n"
         "data = pathlib.Path(sys.argv[1]).read_bytes()\n"
-        "try:\n"
-        "    pkcs12.load_pkcs12(data, sys.argv[2].encode())\n"
-        "    print('cryptography-ok')\n"
-        "except ValueError:\n"
-        "    print('cryptography-refused')\n"
-        "print(parse_source(data, source='s', password=sys.argv[2].encode())[0].sha256)\n"
+        "for password in (sys.argv[2].encode(), b'wrong'):\n"
+        "    try:\n"
+        "        parse_source(data, source='s', password=password)\n"
+        "    except CertificateError as exc:\n"
+        "        print(exc.reason, exc)\n"
     )
     env = {"CRYPTOGRAPHY_OPENSSL_NO_LEGACY": "1", "PYTHONPATH": str(REPO / "operator")}
     out = subprocess.run(
@@ -154,8 +270,11 @@ def test_rc2_without_openssl_legacy_provider(pki: p.PKI, tmp_path: Path) -> None
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
-    assert out == ["cryptography-refused", pki.root.sha256]
+    ).stdout.splitlines()
+    assert out == [
+        "InvalidCertificate s: invalid PKCS#12 data: cannot decrypt pbeWithSHAAnd40BitRC2-CBC",
+        "WrongPassword s: wrong PKCS#12 password",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -165,9 +284,8 @@ def test_rc2_without_openssl_legacy_provider(pki: p.PKI, tmp_path: Path) -> None
         lambda ck: p.pem_bag_attributes(ck),
         p.pkcs12_modern,
         p.pkcs12_3des,
-        p.pkcs12_rc2_40,
     ],
-    ids=["pem-key", "bag-attributes", "p12-modern", "p12-3des", "p12-rc2"],
+    ids=["pem-key", "bag-attributes", "p12-modern", "p12-3des"],
 )
 def test_private_keys_never_kept(pki: p.PKI, data: Callable[[p.CertKey], bytes]) -> None:
     found = parse(data(pki.server), p.PASSWORD)
@@ -225,8 +343,6 @@ BAD_INPUTS: list[tuple[str, Callable[[p.PKI], bytes], bytes | None, str, str]] =
     ("p12-modern-wrong-password", lambda k: p.pkcs12_modern(k.root), TYPO, "WrongPassword",
      "wrong PKCS#12 password"),
     ("p12-3des-wrong-password", lambda k: p.pkcs12_3des(k.root), TYPO, "WrongPassword",
-     "wrong PKCS#12 password"),
-    ("p12-rc2-wrong-password", lambda k: p.pkcs12_rc2_40(k.root), TYPO, "WrongPassword",
      "wrong PKCS#12 password"),
     ("p12-no-password", lambda k: p.pkcs12_modern(k.root), None, "WrongPassword",
      "PKCS#12 data is password-protected and no password was given"),

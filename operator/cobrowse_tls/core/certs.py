@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
@@ -200,36 +201,30 @@ def _parse_pkcs12(data: bytes, source: str, password: bytes | None) -> list[x509
     try:
         loaded = pkcs12.load_pkcs12(data, password)
     except ValueError:
-        # cryptography says "invalid password or data" both when the password is wrong and
-        # when its OpenSSL lacks the legacy provider (RC2, 3DES) that older Windows and Java
-        # exports use. Our own reader tells the two apart (MAC check) and decrypts those.
-        pass
-    else:
-        found = ([loaded.cert.certificate] if loaded.cert else []) + [
-            c.certificate for c in loaded.additional_certs
-        ]
-        if not found:
-            raise CertificateError(NO_CERTIFICATES, source, "no certificate in PKCS#12 data")
-        return found
-    if password is None:
-        raise CertificateError(
-            WRONG_PASSWORD, source, "PKCS#12 data is password-protected and no password was given"
-        )
+        # cryptography says "invalid password or PKCS12 data" for both; the MAC tells.
+        _pkcs12_failure(data, source, password)
+    found = ([loaded.cert.certificate] if loaded.cert else []) + [
+        c.certificate for c in loaded.additional_certs
+    ]
+    if not found:
+        raise CertificateError(NO_CERTIFICATES, source, "no certificate in PKCS#12 data")
+    return found
+
+
+def _pkcs12_failure(data: bytes, source: str, password: bytes | None) -> NoReturn:
     try:
-        ders = pfx.certificates(data, password)
+        pfx.check(data, password)
     except pfx.WrongPasswordError:
+        if password is None:
+            raise CertificateError(
+                WRONG_PASSWORD,
+                source,
+                "PKCS#12 data is password-protected and no password was given",
+            ) from None
         raise CertificateError(WRONG_PASSWORD, source, "wrong PKCS#12 password") from None
     except pfx.Pkcs12Error as exc:
         raise CertificateError(
             INVALID_CERTIFICATE, source, f"invalid PKCS#12 data: {exc}"
-        ) from None
-    if not ders:
-        raise CertificateError(NO_CERTIFICATES, source, "no certificate in PKCS#12 data")
-    try:
-        return [x509.load_der_x509_certificate(d) for d in ders]
-    except ValueError:
-        raise CertificateError(
-            INVALID_CERTIFICATE, source, "PKCS#12 data holds an invalid certificate"
         ) from None
 
 
