@@ -265,7 +265,7 @@ class Exported:
     data: bytes
     password: bytes | None  # what a user would put in the Secret (None: no password key)
     certificates: tuple[bytes, ...]  # DER, in the order cryptography returns them
-    encryption: str  # how the certificates are encrypted, as ``openssl pkcs12 -info`` says
+    encryption: str  # the certificates' encryption as RFC 7292/8018 name it ("": none)
 
 
 def _tool(name: str) -> str:
@@ -276,7 +276,9 @@ def _tool(name: str) -> str:
 
 
 def _run(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=120)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode:
+        pytest.fail(f"{' '.join(args[:3])} failed ({done.returncode}): {done.stderr.strip()}")
 
 
 # name -> (extra ``openssl pkcs12 -export`` options, password, certificate encryption)
