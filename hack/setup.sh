@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the demo and the tests need on a fresh machine:
-# system tools (Java keytool, OpenSSL), a virtualenv with the package and its dev extra,
+# system tools (Java keytool, OpenSSL, gcc), a virtualenv with the package and its dev extra,
 # and the pinned control-plane binaries (built once, cached outside the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,8 @@ command -v keytool >/dev/null || need_apt+=(default-jdk-headless)
 command -v javac >/dev/null || need_apt+=(default-jdk-headless)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v go >/dev/null || need_apt+=(golang-go)
+# The tests build a fake crypt32 from C (tests/native/fake_crypt32.c).
+command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} from Debian" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import fake_crypt32
 import pki as pki_module
 import tls_servers
 
@@ -31,3 +32,16 @@ def exported_pkcs12(
 ) -> dict[str, pki_module.Exported]:
     """PKCS#12 files written by the real ``openssl pkcs12 -export`` and ``keytool``; by name."""
     return pki_module.export_pkcs12(pki, tmp_path_factory.mktemp("pkcs12"))
+
+
+@pytest.fixture(scope="session")
+def crypt32_library(tmp_path_factory: pytest.TempPathFactory) -> fake_crypt32.FakeCrypt32:
+    """The fake crypt32 (``tests/native/fake_crypt32.c``), compiled once per session."""
+    return fake_crypt32.FakeCrypt32(fake_crypt32.build(tmp_path_factory.mktemp("crypt32")))
+
+
+@pytest.fixture
+def crypt32(crypt32_library: fake_crypt32.FakeCrypt32) -> fake_crypt32.FakeCrypt32:
+    """The fake crypt32 with no stores, counters at zero and nothing injected."""
+    crypt32_library.reset()
+    return crypt32_library

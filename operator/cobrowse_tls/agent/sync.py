@@ -59,7 +59,13 @@ def converge(
     added_by_others = set().union(*(o.added for o in others))
     listed_by_others = added_by_others.union(*(o.preexisting for o in others))
     entry = mine.copy()
-    present = store.list_thumbprints()
+    try:
+        present = store.list_thumbprints()
+    except StoreError as exc:
+        # Decide nothing on a listing that may be incomplete: a CA missing from it would be
+        # taken for one to add, recorded as this owner's, and removed by a later pass.
+        out.errors.append(f"list: {exc}")
+        return entry, out
 
     for thumb in sorted(wanted):
         if thumb in entry.added or thumb in entry.preexisting:
@@ -104,7 +110,11 @@ def converge(
     if entry != saved:
         save(entry)
 
-    final = store.list_thumbprints()
+    try:
+        final = store.list_thumbprints()
+    except StoreError as exc:
+        out.errors.append(f"list: {exc}")
+        return entry, out
     not_there = sorted(set(wanted) - final)
     if not_there and not out.errors:
         out.errors.append("not in the store after adding: " + ", ".join(not_there))
