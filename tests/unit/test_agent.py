@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -567,7 +570,7 @@ def test_cli_loop_stops_cleanly_on_sigterm(env: Env, pki: pki_module.PKI) -> Non
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-        assert "stopping on signal" in err
+        assert "stopping (signal or console control event)" in err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -587,3 +590,147 @@ def test_the_agent_imports_no_kubernetes_client() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+SID = "S-1-5-21-3623811015-3361044348-30300820-1013"
+
+
+def test_a_users_root_store_is_refused_but_can_still_be_cleaned(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _run_args(env, (env.base / "ca.pem", GOOD_FP))
+    args += ["--location", "User", "--account", SID]  # the last --location wins
+    assert agent.main(args) == 2
+    err = capsys.readouterr().err
+    assert "protected root list" in err
+    assert "--location LocalMachine" in err
+    # The CA store of a user is not protected, and cleanup removes what was added before.
+    assert agent.main([*args, "--store", "CA", "--once"]) in (0, 1)
+    cleanup = agent.parse_config(agent._parser().parse_args([*args, "--mode", "cleanup"]))
+    assert cleanup.target == Target("User", "Root", SID)
+
+
+class _HeldOpen:
+    """Windows semantics for one file that another process (the probe) holds open: Python
+    opens files with read and write sharing but not delete sharing, so a rename onto the
+    file and its deletion fail with a sharing violation, while writing into it works."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+        self.path = path
+        self.refused = 0
+        real_replace, real_unlink = os.replace, os.unlink
+
+        def replace(src: str | Path, dst: str | Path) -> None:
+            self._check(dst)
+            real_replace(src, dst)
+
+        def unlink(target: str | Path, *, dir_fd: int | None = None) -> None:
+            self._check(target)
+            real_unlink(target, dir_fd=dir_fd)
+
+        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(os, "unlink", unlink)
+
+    def _check(self, target: str | Path) -> None:
+        if Path(target) == self.path and self.path.exists():
+            self.refused += 1
+            raise PermissionError(13, "The process cannot access the file", str(target))
+
+
+def test_ready_file_updates_survive_a_reader_holding_it_open(
+    env: Env, pki: pki_module.PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent, "READY_RETRIES", (0.0, 0.0))
+    first = env.config(env.ca(pki.root))
+    assert env.run(first)
+    held = _HeldOpen(monkeypatch, first.ready_file)
+    second = env.config(env.ca(pki.intermediate))
+    assert env.run(second)  # replace refused: rewritten in place
+    assert held.refused == 3
+    assert agent.probe(second.ready_file, second.fingerprint) == (0, "")
+    assert agent.probe(second.ready_file, first.fingerprint)[0] == 1
+    # Not ready: the delete is refused too; emptied in place, the probe then fails.
+    bad = env.config((env.base / "missing.pem", second.fingerprint))
+    assert not env.run(bad)
+    assert agent.probe(bad.ready_file, bad.fingerprint)[0] == 1
+    assert bad.ready_file.read_bytes() == b""
+
+
+def test_a_failed_pass_with_the_ready_file_held_open_does_not_end_the_agent(
+    env: Env, pki: pki_module.PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent, "READY_RETRIES", (0.0,))
+    config = dataclasses.replace(env.config(env.ca(pki.root)), once=True)
+    assert env.run(config)
+    _HeldOpen(monkeypatch, config.ready_file)
+
+    def broken(target: Target) -> Store:
+        raise RuntimeError("crypt32 went away")
+
+    assert agent.loop(config, broken, threading.Event()) == 1
+    assert config.ready_file.read_bytes() == b""
+
+
+def test_a_console_shutdown_event_ends_the_loop_after_the_pass(
+    env: Env, pki: pki_module.PKI, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = dataclasses.replace(env.config(env.ca(pki.root)), interval=3600.0)
+    stop, stopped = threading.Event(), threading.Event()
+    codes: list[int] = []
+
+    def run() -> None:
+        try:
+            codes.append(agent.loop(config, agent.store_opener(config), stop))
+        finally:
+            stopped.set()  # what _run does when the loop returns
+
+    caplog.set_level(logging.INFO, logger="cobrowse_tls.agent")
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while env.ready(config) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # What Windows calls, in a thread of its own, when hcsshim stops the container.
+        handler = agent.ConsoleStop(stop, stopped, grace=60.0)
+        assert handler(agent.CTRL_SHUTDOWN_EVENT) == 1
+        assert stopped.is_set()  # it returned only once the loop had ended
+    finally:
+        stop.set()
+        thread.join(60)
+    assert codes == [0]
+    assert "stopping (signal or console control event)" in caplog.text
+    assert env.ready(config) == config.fingerprint
+
+
+def test_the_console_handler_never_waits_past_its_grace() -> None:
+    stop, never = threading.Event(), threading.Event()
+    assert agent.ConsoleStop(stop, never, grace=0.01)(agent.CTRL_CLOSE_EVENT) == 1
+    assert stop.is_set()
+
+
+def test_check_loads_what_a_pass_needs(tmp_path: Path) -> None:
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    command = [sys.executable, "-m", "cobrowse_tls.cli", "agent", "check"]
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "cryptography" in done.stdout
+    # An embedded Python without a usable cryptography: status 1, one line.
+    broken = tmp_path / "cryptography"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('no _rust extension')\n")
+    environment["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO / 'operator'}"
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
+    assert done.returncode == 1
+    assert "cannot import what a pass needs: no _rust extension" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_windows_image_build_fails_unless_the_agent_loads() -> None:
+    dockerfile = (REPO / "images" / "agent" / "Dockerfile.windows").read_text()
+    build = dockerfile.split("FROM ${HOSTPROCESS_BASE}")[0]
+    # The smoke test runs `agent check` with the embedded python and wants status 0: an
+    # import crash (status 1) fails the build.
+    assert "C:\\agent\\python\\python.exe -m cobrowse_tls.cli agent check" in build
+    assert "if ($LASTEXITCODE -ne 0) { throw" in build
+    assert "-ne 1" not in build

@@ -24,13 +24,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from cobrowse_tls.agent import state
 from cobrowse_tls.agent.stores import LOCATIONS, STORE_NAMES, Store, StoreError, Target, thumbprint
 from cobrowse_tls.agent.sync import sync_owner
 
-__all__ = ["Config", "UsageError", "main", "parse_config", "run_pass"]
+if TYPE_CHECKING:
+    from cobrowse_tls.agent.winstore import Crypt32
+
+__all__ = ["Config", "ConsoleStop", "UsageError", "check", "main", "parse_config", "run_pass"]
 
 log = logging.getLogger("cobrowse_tls.agent")
 
@@ -40,6 +43,20 @@ CLEANED_PREFIX = "cleaned:"
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _NAME = re.compile(r"[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?")
+# wincon.h: the console control events. hcsshim stops a HostProcess container with
+# CTRL_SHUTDOWN_EVENT and ends its job object about 5 s later.
+CTRL_C_EVENT, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT = 0, 1, 2
+CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT = 5, 6
+SHUTDOWN_GRACE = 4.0  # seconds the console handler waits for the pass in progress
+# A reader (the readiness probe) holding the ready file open makes a replace or delete fail on
+# Windows; these are the pauses before trying again, then it is rewritten in place.
+READY_RETRIES = (0.05, 0.1, 0.2)
+USER_ROOT_REFUSED = (
+    "--location User with --store Root is refused: when a user's programs open their Root"
+    " store, Windows drops the certificates there that are not on the protected root list"
+    " (CertOpenStore, CERT_SYSTEM_STORE_UNPROTECTED_FLAG), which this agent, writing as SYSTEM,"
+    " cannot add to; use --location LocalMachine (trusted by every account) or --store CA"
+)
 
 
 class UsageError(Exception):
@@ -77,7 +94,7 @@ def _env(flag: str) -> str | None:
 
 def _parser() -> _Parser:
     parser = _Parser(prog="cobrowse-tls agent", description=__doc__.split("\n", 1)[0])
-    verbs = parser.add_subparsers(dest="verb", metavar="run|probe", parser_class=_Parser)
+    verbs = parser.add_subparsers(dest="verb", metavar="run|probe|check", parser_class=_Parser)
     run = verbs.add_parser("run", help="keep the store in step with ca.pem")
     env = f" (env {ENV_PREFIX}<FLAG>)"
     run.add_argument("--ca-file", metavar="PATH", help="the mounted ca.pem" + env)
@@ -96,6 +113,9 @@ def _parser() -> _Parser:
     probe = verbs.add_parser("probe", help="readiness probe: does the ready file hold TEXT?")
     probe.add_argument("--ready-file", metavar="PATH", required=True)
     probe.add_argument("--expect", metavar="TEXT", required=True)
+    verbs.add_parser(
+        "check", help="exit 0 when all a pass needs loads (cryptography; crypt32 on Windows)"
+    )
     return parser
 
 
@@ -144,6 +164,9 @@ def parse_config(args: argparse.Namespace) -> Config:
         open_args(target)
     except ValueError as exc:
         raise UsageError(f"--location/--account: {exc}") from None
+    if location == "User" and store == "Root" and not cleanup:
+        # Cleanup stays possible: it removes what an earlier version of the agent added there.
+        raise UsageError(USER_ROOT_REFUSED)
     default_backend = "windows" if sys.platform == "win32" else "file"
     backend = _choice(
         _pick(args, "backend", required=False) or default_backend, ("windows", "file"), "backend"
@@ -174,8 +197,9 @@ def parse_config(args: argparse.Namespace) -> Config:
     )
 
 
-def store_opener(config: Config) -> Callable[[Target], Store]:
-    """How to open any target with the configured backend."""
+def store_opener(config: Config, crypt32: Crypt32 | None = None) -> Callable[[Target], Store]:
+    """How to open any target with the configured backend (``crypt32``: the library the
+    Windows backend calls, by default the system's)."""
     if config.backend == "file":
         from cobrowse_tls.agent.filestore import FileStore, target_dir
 
@@ -186,17 +210,15 @@ def store_opener(config: Config) -> Callable[[Target], Store]:
             return FileStore(target_dir(root, target))
 
         return open_file
-    if sys.platform == "win32":
-        from cobrowse_tls.agent.winstore import WindowsStore
+    from cobrowse_tls.agent.winstore import WindowsStore
 
-        def open_windows(target: Target) -> Store:
-            try:
-                return WindowsStore(target)
-            except ValueError as exc:
-                raise StoreError(str(exc)) from None
+    def open_windows(target: Target) -> Store:
+        try:
+            return WindowsStore(target, crypt32)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
 
-        return open_windows
-    raise UsageError("--backend windows runs only on Windows")
+    return open_windows
 
 
 def read_wanted(ca_file: Path, expected: str) -> tuple[dict[str, bytes] | None, str]:
@@ -261,15 +283,80 @@ def run_pass(config: Config, open_store: Callable[[Target], Store]) -> tuple[boo
 
 
 def _set_ready(config: Config, ready: bool) -> None:
-    if ready:
-        state.atomic_write(config.ready_file, config.ready_text.encode("ascii"))
-    else:
-        config.ready_file.unlink(missing_ok=True)
+    publish_ready(config.ready_file, config.ready_text if ready else None)
+
+
+def publish_ready(path: Path, text: str | None) -> bool:
+    """Make the ready file hold ``text`` (None: not ready). Never raises: False, logged, when
+    the file could not be updated (the next pass tries again).
+
+    On Windows a file that another process has open (the probe reading it) can be neither
+    replaced nor deleted, but it can be written, as Python opens files with read and write
+    sharing: after a few retries the content is rewritten in place. A reader may then see a
+    mix of old and new bytes, which never equals the expected text unless the file already
+    did, so the probe errs only towards "not ready" for one period.
+    """
+    data = text.encode("ascii") if text is not None else b""
+    for pause in (*READY_RETRIES, None):
+        try:
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                state.atomic_write(path, data)
+            return True
+        except PermissionError:
+            if pause is None:
+                break
+            time.sleep(pause)
+        except OSError as exc:
+            log.warning("ready file %s: cannot update: %s", path, exc.strerror or exc)
+            return False
+    try:
+        with open(path, "r+b") as handle:
+            handle.write(data)
+            handle.truncate()
+        return True
+    except OSError as exc:
+        log.warning("ready file %s: cannot update: %s", path, exc.strerror or exc)
+        return False
+
+
+class ConsoleStop:
+    """The console control handler (``SetConsoleCtrlHandler``) of the agent on Windows.
+
+    Python turns neither CTRL_SHUTDOWN_EVENT nor CTRL_CLOSE_EVENT into a signal, and the
+    process ends as soon as a handler returns from them: so the handler, which runs in a
+    thread of its own, asks the loop to stop and waits (at most ``grace`` seconds, inside the
+    5 s hcsshim allows) until the pass in progress has finished.
+    """
+
+    def __init__(
+        self, stop: threading.Event, stopped: threading.Event, grace: float = SHUTDOWN_GRACE
+    ) -> None:
+        self.stop, self.stopped, self.grace = stop, stopped, grace
+
+    def __call__(self, event: int) -> int:
+        self.stop.set()
+        self.stopped.wait(self.grace)
+        return 1  # TRUE: handled
+
+
+def _install_console_handler(handler: ConsoleStop) -> object:
+    """Register ``handler`` on Windows; returns what must stay referenced while it is."""
+    if sys.platform != "win32":
+        return None
+    import ctypes
+
+    routine = ctypes.WINFUNCTYPE(ctypes.c_int32, ctypes.c_uint32)(handler)
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    if not kernel32.SetConsoleCtrlHandler(routine, True):
+        log.warning("SetConsoleCtrlHandler failed: %s", ctypes.FormatError(ctypes.get_last_error()))
+    return routine
 
 
 def _run(config: Config) -> int:
     open_store = store_opener(config)
-    stop = threading.Event()
+    stop, stopped = threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -277,8 +364,18 @@ def _run(config: Config) -> int:
     for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
+    handler = _install_console_handler(ConsoleStop(stop, stopped))
+    try:
+        return loop(config, open_store, stop)
+    finally:
+        stopped.set()
+        del handler
+
+
+def loop(config: Config, open_store: Callable[[Target], Store], stop: threading.Event) -> int:
+    """Passes every interval until ``stop`` is set (0) or, with ``once``, one pass."""
     # A ready file left by an earlier run says nothing about the store now.
-    config.ready_file.unlink(missing_ok=True)
+    publish_ready(config.ready_file, None)
     log.info(
         "agent for %s: %s mode, store %s (%s backend), every %gs",
         config.owner,
@@ -293,7 +390,7 @@ def _run(config: Config) -> int:
             ready, message = run_pass(config, open_store)
         except Exception as exc:  # a failed pass must not end the agent: retry next interval
             ready, message = False, f"pass failed: {type(exc).__name__}: {exc}"
-            config.ready_file.unlink(missing_ok=True)
+            publish_ready(config.ready_file, None)
         if message != last:
             log.log(logging.INFO if ready else logging.WARNING, "%s", message)
             last = message
@@ -304,7 +401,7 @@ def _run(config: Config) -> int:
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             stop.wait(min(left, 1.0))
         if stop.is_set():
-            log.info("stopping on signal")
+            log.info("stopping (signal or console control event)")
             return 0
 
 
@@ -321,9 +418,35 @@ def probe(ready_file: Path, expect: str) -> tuple[int, str]:
     return 0, ""
 
 
+def check() -> tuple[int, str]:
+    """(0, what loaded) when everything a pass needs can be loaded; (1, why) otherwise. The
+    image build runs it, so that a broken embedded Python fails the build."""
+    try:
+        import cryptography
+        import cryptography.x509  # what core.certs parses ca.pem with
+
+        from cobrowse_tls.core import certs  # noqa: F401
+    except ImportError as exc:
+        return 1, f"cannot import what a pass needs: {exc}"
+    loaded = f"cryptography {cryptography.__version__}"
+    if sys.platform == "win32":
+        from cobrowse_tls.agent import winstore
+
+        try:
+            winstore.load_crypt32()
+        except (OSError, AttributeError, StoreError) as exc:
+            return 1, f"cannot load crypt32: {exc}"
+        loaded += ", crypt32"
+    return 0, loaded
+
+
 def main(argv: Sequence[str]) -> int:
     try:
         args = _parser().parse_args(list(argv))
+        if args.verb == "check":
+            code, what = check()
+            print(f"cobrowse-tls agent check: {what}", file=sys.stderr if code else sys.stdout)
+            return code
         if args.verb == "probe":
             code, why = probe(_path(args.ready_file), args.expect)
             if why:
