@@ -23,7 +23,7 @@ from cobrowse_tls.agent import state
 from cobrowse_tls.agent.filestore import FileStore, target_dir
 from cobrowse_tls.agent.stores import Store, StoreError, Target, thumbprint
 from cobrowse_tls.agent.sync import sync_owner
-from cobrowse_tls.core import certs
+from cobrowse_tls.core import agent_manifest, certs
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = Target("LocalMachine", "Root")
@@ -508,6 +508,20 @@ def test_paths_expand_environment_variables(env: Env, monkeypatch: pytest.Monkey
     assert config.ca_file == env.base / "ca.pem"
     assert config.state_dir == env.base / "state"
     assert config.ready_file == env.base / "ready"
+
+
+def test_the_rendered_agent_args_reach_the_mounted_ca_file(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The DaemonSet's --ca-file is %CONTAINER_SANDBOX_MOUNT_POINT%\var\run\...: the agent
+    # expands it the Windows way (ntpath), also when hcsshim has not.
+    monkeypatch.setenv("CONTAINER_SANDBOX_MOUNT_POINT", str(env.base))
+    rendered = agent_manifest.CA_FILE.replace("\\", "/")
+    assert rendered.startswith("%CONTAINER_SANDBOX_MOUNT_POINT%/")
+    args = agent._parser().parse_args(_run_args(env, (env.base / "x", GOOD_FP)))
+    args.ca_file = rendered
+    config = agent.parse_config(args)
+    assert config.ca_file == env.base / "var" / "run" / "cobrowse-tls" / "ca.pem"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -587,6 +587,21 @@ RULE_CASES: list[tuple[type[base.Model], Callable[[Doc], None], str]] = [
         "for location User, account is the user's SID",
     ),
     (
+        models.Windows,
+        lambda s: s.update(
+            provider="MSCAPI", windows={"location": "User", "account": "S-1-5-21-7-8-9-1001"}
+        ),
+        "location User takes store CA only",
+    ),
+    (
+        models.Windows,
+        lambda s: s.update(
+            provider="MSCAPI",
+            windows={"location": "User", "account": "S-1-5-21-7-8-9-1001", "store": "Root"},
+        ),
+        "protected root list",
+    ),
+    (
         models.CobrowseTLSSpec,
         lambda s: s.pop("trustedCA"),
         "trustedCA is required unless provider is Disabled",
@@ -656,7 +671,8 @@ def test_every_rule_has_a_case() -> None:
             provider="MSCAPI", windows={"location": "Service", "account": "CoBrowse Svc"}
         ),
         lambda s: s.update(
-            provider="MSCAPI", windows={"location": "User", "account": "S-1-5-21-7-8-9-1001"}
+            provider="MSCAPI",
+            windows={"location": "User", "account": "S-1-5-21-7-8-9-1001", "store": "CA"},
         ),
         lambda s: s.update(
             provider="JKS", truststore={"passwordSecretRef": {"name": "p", "key": "k"}}

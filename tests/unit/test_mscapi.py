@@ -62,6 +62,21 @@ def test_daemon_set_is_a_host_process_agent_on_windows_nodes_only() -> None:
     assert args[args.index("--mode") + 1] == "sync"
     probe = container["readinessProbe"]["exec"]["command"]
     assert probe[-2:] == ["--expect", FP]
+    # hcsshim substitutes %CONTAINER_SANDBOX_MOUNT_POINT% into the command line; a relative
+    # path breaks where containerd starts the container in C:\ (1.7 before 1.7.16), and an
+    # absolute volume path where volumes are only below the sandbox (containerd 1.6).
+    sandbox_python = "%CONTAINER_SANDBOX_MOUNT_POINT%\\agent\\python\\python.exe"
+    assert container["command"] == [sandbox_python, "-m", "cobrowse_tls.cli", "agent", "run"]
+    assert probe[:5] == [sandbox_python, "-m", "cobrowse_tls.cli", "agent", "probe"]
+    mount = container["volumeMounts"][0]["mountPath"]
+    assert mount == "C:\\var\\run\\cobrowse-tls"
+    ca_file = args[args.index("--ca-file") + 1]
+    assert ca_file == "%CONTAINER_SANDBOX_MOUNT_POINT%\\var\\run\\cobrowse-tls\\ca.pem"
+    # One slow start (cmd /c, Python) on a busy node is no verdict.
+    readiness = container["readinessProbe"]
+    assert readiness["timeoutSeconds"] >= 10
+    assert readiness["failureThreshold"] >= 3
+    assert readiness["timeoutSeconds"] * readiness["failureThreshold"] >= 30
     assert pod["volumes"][0]["secret"]["secretName"] == "cb-truststore"
     assert (
         obj["spec"]["template"]["metadata"]["annotations"][agent_manifest.ANNOTATION_FINGERPRINT]
@@ -75,8 +90,8 @@ def test_daemon_set_is_a_host_process_agent_on_windows_nodes_only() -> None:
         ({}, ["--store", "Root", "--location", "LocalMachine"]),
         ({"store": "CA", "location": "Service", "account": "CoBrowse"},
          ["--store", "CA", "--location", "Service", "--account", "CoBrowse"]),
-        ({"location": "User", "account": "S-1-5-21-1-2-3-1001"},
-         ["--location", "User", "--account", "S-1-5-21-1-2-3-1001"]),
+        ({"location": "User", "account": "S-1-5-21-1-2-3-1001", "store": "CA"},
+         ["--store", "CA", "--location", "User", "--account", "S-1-5-21-1-2-3-1001"]),
     ],
 )  # fmt: skip
 def test_store_and_account_reach_the_agent(windows: dict[str, str], expected: list[str]) -> None:

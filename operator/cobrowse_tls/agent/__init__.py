@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ntpath
 import os
 import re
 import signal
@@ -121,8 +122,9 @@ def _parser() -> _Parser:
 
 def _path(value: str) -> Path:
     # HostProcess containers see their volumes under %CONTAINER_SANDBOX_MOUNT_POINT%, which
-    # only the runtime knows; the kubelet cannot substitute it into args.
-    return Path(os.path.expandvars(value))
+    # only the runtime knows; the kubelet cannot substitute it into args. ntpath's expansion
+    # (%VAR%, $VAR, ${VAR}) is the one Windows uses, so it is also the one tested on Linux.
+    return Path(ntpath.expandvars(value))
 
 
 def _pick(args: argparse.Namespace, flag: str, *, required: bool = True) -> str | None:

@@ -353,6 +353,17 @@ class Windows(base.Model):
             message="for location User, account is the user's SID (S-1-5-21-...)",
             check=lambda w: w.location is not WindowsLocation.USER or _is_sid(w.account),
         ),
+        # CertOpenStore (CERT_SYSTEM_STORE_UNPROTECTED_FLAG): when the user's programs open
+        # their Root store, roots that are not on the protected root list are dropped, and the
+        # agent, as SYSTEM, writes the registry store without adding them to that list.
+        base.Rule(
+            cel="!has(self.location) || self.location != 'User'"
+            " || (has(self.store) && self.store == 'CA')",
+            message="location User takes store CA only: Windows hides a user's Root certificates"
+            " that are not on the protected root list from that user's programs; use location"
+            " LocalMachine (trusted by every account on the node) for a root CA",
+            check=lambda w: w.location is not WindowsLocation.USER or w.store is WindowsStore.CA,
+        ),
     )
 
 

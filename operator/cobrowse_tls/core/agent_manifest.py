@@ -22,6 +22,12 @@ COMPONENT = "mscapi-agent"
 FINALIZER = "tls.cobrowse.io/mscapi-cleanup"
 
 MOUNT_DIR = "C:\\var\\run\\cobrowse-tls"
+# Where the runtime puts the container's files on the host, substituted by hcsshim into the
+# command line (and set in the environment, which the agent expands in its paths). containerd
+# 1.6 mounts volumes only below it (the mount path without its drive letter); 1.7 also at the
+# mount path itself. So only this form works on both.
+SANDBOX = "%CONTAINER_SANDBOX_MOUNT_POINT%"
+CA_FILE = f"{SANDBOX}{MOUNT_DIR.removeprefix('C:')}\\ca.pem"
 STATE_DIR = "C:\\ProgramData\\cobrowse-tls\\agent"
 READY_DIR = "C:\\ProgramData\\cobrowse-tls\\ready"
 
@@ -40,10 +46,15 @@ class AgentConfig:
     """Operator-level settings of the agent (not per CobrowseTLS)."""
 
     image: str = DEFAULT_IMAGE
-    # How the image runs `cobrowse-tls` (for the agent and its readiness probe). A HostProcess
-    # container starts in its sandbox mount point, where images/agent/Dockerfile.windows puts
-    # an embeddable Python under agent\python.
-    command: tuple[str, ...] = ("agent\\python\\python.exe", "-m", "cobrowse_tls.cli")
+    # How the image runs `cobrowse-tls` (for the agent and its readiness probe):
+    # images/agent/Dockerfile.windows puts an embeddable Python under agent\python. Not a
+    # relative path: containerd 1.7 before 1.7.16 starts HostProcess containers in C:\ rather
+    # than in the sandbox mount point (containerd PR 10069).
+    command: tuple[str, ...] = (
+        f"{SANDBOX}\\agent\\python\\python.exe",
+        "-m",
+        "cobrowse_tls.cli",
+    )
     interval: int = 30  # seconds between two checks of the store
 
 
@@ -78,7 +89,7 @@ def daemon_set(
     windows = tls.spec.windows or models.Windows()
     owner = f"{tls.metadata.namespace or 'default'}/{tls.metadata.name}"
     args = [
-        "--ca-file", f"{MOUNT_DIR}\\ca.pem",
+        "--ca-file", CA_FILE,
         "--fingerprint", fingerprint,
         "--owner", owner,
         "--store", windows.store.value,
@@ -145,8 +156,11 @@ def daemon_set(
                                         expected_marker(fingerprint, mode),
                                     ]
                                 },
-                                "periodSeconds": 5,
-                                "failureThreshold": 1,
+                                # cmd /c and a Python start-up on a busy Windows
+                                # node can take seconds: one slow probe is no verdict.
+                                "periodSeconds": 10,
+                                "timeoutSeconds": 20,
+                                "failureThreshold": 3,
                             },
                             "resources": {
                                 "requests": {"cpu": "10m", "memory": "64Mi"},
