@@ -31,7 +31,7 @@ NAMESPACED_RULES: set[Rule] = {
     ("tls.cobrowse.io", "cobrowsetlses/status", frozenset({"patch"})),
     ("", "secrets", frozenset({"get", "list", "watch", "create", "patch"})),
     ("", "configmaps", frozenset({"get", "list", "watch", "create", "patch"})),
-    ("", "events", frozenset({"create"})),
+    ("", "events", frozenset({"create", "list"})),
     ("apps", "deployments", frozenset({"get", "list", "patch"})),
     ("apps", "statefulsets", frozenset({"get", "list", "patch"})),
     ("apps", "daemonsets", frozenset({"get", "list", "create", "patch", "delete"})),

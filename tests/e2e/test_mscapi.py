@@ -222,3 +222,26 @@ def test_deletion_runs_the_cleanup_phase_then_removes_the_agents(
     reasons = [e["reason"] for e in api.events(namespace, "cb")]
     assert "CleanupStarted" in reasons
     assert "CleanupComplete" in reasons
+
+
+def test_pod_security_refusing_the_agents_is_reported_until_the_namespace_allows_them(
+    cluster: E2ECluster, api: Api, namespace: str, pki: pkim.PKI
+) -> None:
+    core = client.CoreV1Api(cluster.api_client)
+    level = "pod-security.kubernetes.io/enforce"
+    core.patch_namespace(namespace, {"metadata": {"labels": {level: "baseline"}}})
+    api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.root)}))
+    api.apply(cobrowse_tls(namespace, "cb", spec()))
+
+    def forbidden() -> dict[str, Any] | None:
+        cond = condition(api.get("CobrowseTLS", namespace, "cb"), "WindowsTrustSynced")
+        return cond if cond and cond["reason"] == "PodSecurityForbidden" else None
+
+    cond = wait_for("WindowsTrustSynced PodSecurityForbidden", forbidden, timeout=60)
+    assert cond["status"] == "False"
+    assert f"{level}=privileged" in cond["message"]
+    assert "violates PodSecurity" in cond["message"]
+    assert agent_pods(cluster, namespace) == []
+    # The namespace allows HostProcess pods: the DaemonSet controller retries and they sync.
+    core.patch_namespace(namespace, {"metadata": {"labels": {level: "privileged"}}})
+    wait_for("WindowsTrustSynced", lambda: synced(api, namespace), timeout=180)

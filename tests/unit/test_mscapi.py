@@ -179,3 +179,62 @@ def test_status_shape() -> None:
     s = agent_manifest.sync_state(daemon(2, 1), [pod("w1", True), pod("w2", False)], fingerprint=FP,
                           mode="sync")  # fmt: skip
     assert s.status() == {"desired": 2, "ready": 1, "notSynced": ["w2"]}
+
+
+POD_SECURITY_REFUSAL = (
+    'Error creating: pods "cb-mscapi-agent-x7k2p" is forbidden: violates PodSecurity'
+    ' "baseline:latest": host namespaces (hostNetwork=true), hostProcess (pod and container'
+    ' "agent" must not set securityContext.windowsOptions.hostProcess=true)'
+)
+
+
+def _failed_create(message: str, at: str) -> dict[str, Any]:
+    return {"reason": "FailedCreate", "message": message, "lastTimestamp": at, "count": 3}
+
+
+def _ds_status(desired: int, scheduled: int) -> dict[str, Any]:
+    obj = ds(tls())
+    obj["metadata"]["generation"] = 1
+    obj["status"] = {
+        "observedGeneration": 1,
+        "desiredNumberScheduled": desired,
+        "currentNumberScheduled": scheduled,
+        "numberReady": scheduled,
+    }
+    return obj
+
+
+def test_pod_security_refusing_the_agent_pods_is_its_own_reason() -> None:
+    obj = _ds_status(desired=2, scheduled=0)
+    sync = agent_manifest.creation_failure(
+        obj, [], [_failed_create(POD_SECURITY_REFUSAL, "2030-01-01T00:00:05Z")]
+    )
+    assert sync is not None
+    assert (sync.synced, sync.reason, sync.desired, sync.ready) == (
+        False,
+        "PodSecurityForbidden",
+        2,
+        0,
+    )
+    assert "namespace genesys" in sync.message
+    assert "pod-security.kubernetes.io/enforce=privileged" in sync.message
+    assert 'violates PodSecurity "baseline:latest"' in sync.message
+
+
+def test_other_creation_failures_and_when_they_do_not_count() -> None:
+    quota = 'Error creating: pods "cb-mscapi-agent-1" is forbidden: exceeded quota: pods'
+    obj = _ds_status(desired=2, scheduled=1)
+    pod = {"metadata": {"creationTimestamp": "2030-01-01T00:01:00Z"}}
+    newer = [_failed_create(quota, "2030-01-01T00:02:00.123456Z")]
+    sync = agent_manifest.creation_failure(obj, [pod], newer)
+    assert sync is not None
+    assert sync.reason == "AgentPodsNotCreated"
+    assert "exceeded quota" in sync.message
+    # A refusal older than the newest pod was overcome since.
+    older = [_failed_create(POD_SECURITY_REFUSAL, "2030-01-01T00:00:30Z")]
+    assert agent_manifest.creation_failure(obj, [pod], older) is None
+    # Every node has its pod: nothing missing, whatever old events say.
+    assert agent_manifest.creation_failure(_ds_status(2, 2), [pod], newer) is None
+    assert agent_manifest.creation_failure(_ds_status(0, 0), [], newer) is None
+    assert agent_manifest.creation_failure(obj, [pod], []) is None
+    assert agent_manifest.creation_failure(None, [], newer) is None

@@ -67,9 +67,10 @@ by the Role in each watched namespace (namespaced mode).
 - apiGroups: [""]
   resources: ["secrets", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# Events: created for the CobrowseTLS; listed to read why the agent DaemonSet has no pods.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 # Restarts: read the workloads, patch the pod-template annotation tls.cobrowse.io/restarted-for.
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]

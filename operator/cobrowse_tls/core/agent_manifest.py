@@ -247,3 +247,68 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
         if cond.get("type") == "Ready":
             return bool(cond.get("status") == "True")
     return False
+
+
+POD_SECURITY_FORBIDDEN = "PodSecurityForbidden"
+PODS_NOT_CREATED = "AgentPodsNotCreated"
+FAILED_CREATE = "FailedCreate"  # the DaemonSet controller's event when a pod is refused
+
+
+def creation_failure(
+    ds: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+) -> Sync | None:
+    """WindowsTrustSynced when the DaemonSet controller cannot create the agent pods.
+
+    ``events``: the DaemonSet's FailedCreate events. Only while nodes lack an agent pod, and
+    only a refusal newer than the newest agent pod counts (an old one was overcome since).
+    HostProcess pods are refused by the baseline and restricted Pod Security levels, and the
+    agents run in the CobrowseTLS's namespace: that case gets its own reason.
+    """
+    if ds is None:
+        return None
+    status = ds.get("status") or {}
+    desired = int(status.get("desiredNumberScheduled", 0))
+    scheduled = int(status.get("currentNumberScheduled", 0))
+    if desired == 0 or scheduled >= desired:
+        return None
+    newest_pod = max(
+        (_stamp(p.get("metadata", {}).get("creationTimestamp")) for p in pods), default=""
+    )
+    refusals = sorted(
+        (_event_time(e), str(e.get("message", "")))
+        for e in events
+        if e.get("reason") == FAILED_CREATE and _event_time(e) >= newest_pod
+    )
+    if not refusals:
+        return None
+    detail = refusals[-1][1][:400]
+    namespace = ds.get("metadata", {}).get("namespace", "")
+    ready = int(status.get("numberReady", 0))
+    if "violates PodSecurity" in detail:
+        message = (
+            f"Pod Security admission refuses the agent pods in namespace {namespace}:"
+            " HostProcess pods need the privileged level (label the namespace"
+            " pod-security.kubernetes.io/enforce=privileged, or create the CobrowseTLS in a"
+            f" namespace that allows it): {detail}"
+        )
+        return Sync(False, desired, ready, (), POD_SECURITY_FORBIDDEN, message)
+    return Sync(
+        False, desired, ready, (), PODS_NOT_CREATED,
+        f"the DaemonSet cannot create agent pods: {detail}",
+    )  # fmt: skip
+
+
+def _stamp(value: Any) -> str:
+    # RFC 3339 to the second: comparable as text whatever the fractional part.
+    return str(value or "")[:19]
+
+
+def _event_time(event: Mapping[str, Any]) -> str:
+    series = event.get("series") or {}
+    return max(
+        _stamp(series.get("lastObservedTime")),
+        _stamp(event.get("lastTimestamp")),
+        _stamp(event.get("eventTime")),
+    )

@@ -66,12 +66,16 @@ def sync(
     if outputs.needs_apply(existing, rendered.daemon_set):
         existing = client.apply(rendered.daemon_set)
         writes += 1
+    pods = _agent_pods(client, tls)
     sync = agent_manifest.sync_state(
-        existing,
-        _agent_pods(client, tls),
-        fingerprint=rendered.fingerprint,
-        mode=agent_manifest.SYNC,
+        existing, pods, fingerprint=rendered.fingerprint, mode=agent_manifest.SYNC
     )
+    if not sync.synced and existing is not None:
+        # Pods the controller cannot create (Pod Security) would otherwise look like a slow sync.
+        events = client.list_events(
+            namespace, "DaemonSet", tls.agent_daemonset_name, agent_manifest.FAILED_CREATE
+        )
+        sync = agent_manifest.creation_failure(existing, pods, events) or sync
     return writes, sync
 
 

@@ -173,6 +173,15 @@ class Client:
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
+    def list_events(
+        self, namespace: str, kind: str, name: str, reason: str
+    ) -> list[dict[str, Any]]:
+        """The events about one object with one reason (for example a DaemonSet's FailedCreate)."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name},reason={reason}"
+        result = _raw(self.core.list_namespaced_event, namespace, field_selector=selector)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
     # -- writes -----------------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
