@@ -8,6 +8,7 @@ through winstore), the agent's records, and no handle or context left open.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from pathlib import Path
 
@@ -274,3 +275,19 @@ def test_a_new_store_is_converged_and_the_old_one_emptied(
     assert crypt32.thumbprints(ROOT) == set()
     assert crypt32.thumbprints(CA) == {tp(pki.root)}
     assert host.record() == {"LocalMachine/CA": {"added": [tp(pki.root)], "preexisting": []}}
+
+
+def test_the_structures_have_the_64_bit_windows_layout() -> None:
+    # wincrypt.h on x64: CERT_CONTEXT is DWORD, BYTE*, DWORD, PCERT_INFO, HCERTSTORE (40 bytes,
+    # the pointers 8-aligned); CRYPT_HASH_BLOB is DWORD, BYTE* (16). The C fake asserts the same.
+    context = winstore._CertContext
+    assert ctypes.sizeof(context) == 40
+    assert [
+        getattr(context, f).offset for f in ("pbCertEncoded", "cbCertEncoded", "hCertStore")
+    ] == [
+        8,
+        16,
+        32,
+    ]
+    assert ctypes.sizeof(winstore._HashBlob) == 16
+    assert ctypes.sizeof(winstore.DWORD) == ctypes.sizeof(winstore.BOOL) == 4
