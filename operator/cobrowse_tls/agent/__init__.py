@@ -34,7 +34,18 @@ from cobrowse_tls.agent.sync import sync_owner
 if TYPE_CHECKING:
     from cobrowse_tls.agent.winstore import Crypt32
 
-__all__ = ["Config", "ConsoleStop", "UsageError", "check", "main", "parse_config", "run_pass"]
+__all__ = [
+    "Config",
+    "ConsoleStop",
+    "UsageError",
+    "check",
+    "loop",
+    "main",
+    "parse_config",
+    "publish_ready",
+    "run_pass",
+    "store_opener",
+]
 
 log = logging.getLogger("cobrowse_tls.agent")
 
