@@ -25,7 +25,7 @@ from cobrowse_tls import passwords
 from cobrowse_tls.api import models
 from cobrowse_tls.core import agent_manifest, certs, render
 
-_PRIVATE_FILES = {render.TRUSTSTORE_JKS, render.TRUSTSTORE_PASSWORD}
+_PRIVATE_FILES = {render.TRUSTSTORE_JKS, render.TRUSTSTORE_PASSWORD, render.SECURITY_OPTIONS_CFG}
 
 
 class UsageError(Exception):
@@ -218,8 +218,9 @@ def _fail(message: str) -> NoReturn:
 def main(argv: Iterable[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="cobrowse-tls render",
-        description="Render the trust store, security.cfg and setenv files offline, from YAML"
-        " files holding one CobrowseTLS and the Secrets/ConfigMaps its sources reference.",
+        description="Render the trust store, the option files, the setenv files and"
+        " connections.yaml offline, from YAML files holding one CobrowseTLS and the"
+        " Secrets/ConfigMaps its sources reference.",
     )
     parser.add_argument(
         "-f",
@@ -234,8 +235,9 @@ def main(argv: Iterable[str]) -> int:
         "--output-dir",
         type=pathlib.Path,
         metavar="DIR",
-        help="write ca.pem, truststore.jks, truststore-password, security.cfg, setenv.sh,"
-        " setenv.bat (those that apply) here instead of printing manifests",
+        help="write ca.pem, truststore.jks, truststore-password, security-options.cfg,"
+        " security.cfg, setenv.sh, setenv.bat, connections.yaml (those that apply) here instead"
+        " of printing manifests",
     )
     parser.add_argument(
         "--agent-image",

@@ -291,7 +291,7 @@ def pem_cr(namespace: str, name: str, source: str, *workloads: str) -> dict[str,
 def mscapi_spec(source: str) -> dict[str, Any]:
     return {
         "provider": "MSCAPI",
-        "application": {"type": "Server", "name": "CB_Server"},
+        "application": {"type": "Server", "name": "CB_Server", "version": "8.5.000"},
         "trustedCA": {"sources": [{"secret": {"name": source, "key": "ca.crt"}}]},
         "windows": {"store": "Root", "location": "LocalMachine"},
     }

@@ -83,7 +83,7 @@ def windows_deployment(cluster: E2ECluster, ns: str) -> None:
 def spec() -> dict[str, Any]:
     return {
         "provider": "MSCAPI",
-        "application": {"type": "Server", "name": "CB_Server"},
+        "application": {"type": "Server", "name": "CB_Server", "version": "8.5.000"},
         "trustedCA": {"sources": [{"secret": {"name": "ca", "key": "ca.crt"}}]},
         "windows": {"store": "Root", "location": "LocalMachine"},
         "workloads": [

@@ -163,6 +163,7 @@ def test_jks_happy_path_opens_with_keytool(
                 {"configMap": {"name": "corp", "key": "bundle.pem"}},
                 provider="JKS",
                 truststore={"passwordSecretRef": {"name": "jks-password", "key": "password"}},
+                connections=[{"name": "MessageServer", "host": "msgserver", "port": 9021}],
             ),
         ),
     ]
@@ -171,8 +172,18 @@ def test_jks_happy_path_opens_with_keytool(
     obj = wait_for("Ready", lambda: ready(api, namespace, "cb"))
     out = api.get("Secret", namespace, "cb-truststore")
     assert out is not None
-    assert set(out["data"]) == {"ca.pem", "truststore.jks", "truststore-password"}
+    assert set(out["data"]) == {
+        "ca.pem",
+        "truststore.jks",
+        "truststore-password",
+        "security-options.cfg",
+    }
     assert secret_bytes(out, "truststore-password") == password.encode()
+    # The whole [security] section for Genesys Administrator, password included: in the Secret.
+    assert secret_bytes(out, "security-options.cfg") == (
+        b"[security]\nprovider=JKS\ntrusted-ca=/opt/genesys/cobrowse/security/truststore.jks\n"
+        b"truststore-password=" + password.encode() + b"\n"
+    )
     jks = tmp_path / "t.jks"
     jks.write_bytes(secret_bytes(out, "truststore.jks"))
     listing = subprocess.run(
@@ -186,12 +197,16 @@ def test_jks_happy_path_opens_with_keytool(
     assert "root-2," in listing
     offline = render_offline(tmp_path, *objs)
     assert secret_bytes(out, "truststore.jks") == offline["truststore.jks"]
+    assert secret_bytes(out, "security-options.cfg") == offline["security-options.cfg"]
     cm = api.get("ConfigMap", namespace, "cb-security")
     assert cm is not None
     assert "trusted-ca=/opt/genesys/cobrowse/security/truststore.jks" in cm["data"]["security.cfg"]
-    # Status, events and the ConfigMap never carry the password.
+    assert set(cm["data"]) == {"security.cfg", "setenv.sh", "setenv.bat", "connections.yaml"}
+    assert cm["data"]["connections.yaml"].encode() == offline["connections.yaml"]
+    # Status, events and the ConfigMap (as the API server stores it) never carry the password.
     assert password not in str(obj["status"])
-    assert password not in str(cm["data"])
+    assert password not in json.dumps(cm)
+    assert "truststore-password=" not in json.dumps(cm)
     assert all(password not in e["message"] for e in api.events(namespace, "cb"))
 
 

@@ -11,6 +11,7 @@ import pydantic
 import pytest
 import yaml
 
+import manual_table
 from cobrowse_tls.api import base, crd, models
 from unit.builders import Doc, tls_doc
 
@@ -500,12 +501,17 @@ RULE_CASES: list[tuple[type[base.Model], Callable[[Doc], None], str]] = [
     (
         models.Application,
         lambda s: s["application"].update(type="Cluster", solutionControlServer=True),
-        "solutionControlServer: true requires application type Server or Node",
+        "reads the [security] options from the Node object, not the Cluster object",
     ),
     (
         models.Application,
         lambda s: s["application"].update(solutionControlServer=True),  # type defaults to Cluster
-        "solutionControlServer: true requires application type Server or Node",
+        "reads the [security] options from the Node object, not the Cluster object",
+    ),
+    (
+        models.Application,
+        lambda s: s["application"].update(type="Server"),
+        "does not read the [security] options from th",
     ),
     (
         models.CertificateSource,
@@ -660,7 +666,9 @@ def test_every_rule_has_a_case() -> None:
     "mutate",
     [
         lambda s: s["application"].update(type="Node", solutionControlServer=True),
-        lambda s: s["application"].update(type="Server", solutionControlServer=True),
+        lambda s: s["application"].update(
+            type="Server", version="8.5.000", solutionControlServer=True
+        ),
         lambda s: s.update(
             configServer={"host": "h", "port": 1, "backupHost": "b", "backupPort": 2}
         ),
@@ -684,6 +692,32 @@ def test_rules_accept_the_allowed_combinations(mutate: Callable[[Doc], None]) ->
     doc = minimal()
     mutate(doc["spec"])
     models.parse(doc)
+
+
+@pytest.mark.parametrize("row", manual_table.ROWS, ids=[r.id for r in manual_table.ROWS])
+def test_the_manuals_table_of_releases_and_objects(row: manual_table.Row) -> None:
+    doc = minimal(
+        application=row.application(),
+        connections=[{"name": "MessageServer", "host": "msgserver", "port": 9021}],
+    )
+    if row.refusal is None:
+        app = models.parse(doc).spec.application
+        assert models.connections_object(app.version).value == row.connections_object
+    else:
+        message = errors_of(doc)
+        assert row.refusal in message
+        assert message.count("Value error") == 1  # one line in `render`
+
+
+def test_release_versions() -> None:
+    for good in ("8.5.001", "8.5.003.01", "9.0.005.104"):
+        models.parse(minimal(application={"type": "Node", "name": "CB", "version": good}))
+    for bad in ("8.5", "8.5.1", "8.5.0001", "10.0.000", "v8.5.003", "8.5.003\n", "8.4.000"):
+        doc = minimal(application={"type": "Node", "name": "CB", "version": bad})
+        assert "spec.application.version" in errors_of(doc)
+    # YAML reads an unquoted 8.5 as a number: refused, not guessed.
+    doc = minimal(application={"type": "Node", "name": "CB", "version": 8.5})
+    assert "Input should be a valid string" in errors_of(doc)
 
 
 def test_duplicate_connection_names() -> None:

@@ -20,7 +20,7 @@ def tls(**windows: Any) -> models.CobrowseTLS:
             "metadata": {"name": "cb", "namespace": "genesys", "uid": "u-1"},
             "spec": {
                 "provider": "MSCAPI",
-                "application": {"type": "Server", "name": "CB_Server"},
+                "application": {"type": "Server", "name": "CB_Server", "version": "8.5.000"},
                 "trustedCA": {"sources": [{"secret": {"name": "ca", "key": "ca.crt"}}]},
                 "windows": windows,
             },

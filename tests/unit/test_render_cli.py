@@ -34,6 +34,7 @@ FILES_BY_PROVIDER = {
         "ca.pem",
         "truststore.jks",
         "truststore-password",
+        "security-options.cfg",
         "security.cfg",
         "setenv.sh",
         "setenv.bat",
@@ -101,6 +102,8 @@ def test_examples_render_to_files(
     provider = yaml.safe_load_all(example.read_text())
     kind_doc = next(d for d in provider if d and d.get("kind") == "CobrowseTLS")
     expected = FILES_BY_PROVIDER[kind_doc["spec"]["provider"]]
+    if kind_doc["spec"].get("connections"):
+        expected = expected | {"connections.yaml"}
     out_dir = tmp_path / "out"
     code, out, err = run_main(["-f", str(example), "--output-dir", str(out_dir)], capsys)
     assert (code, err) == (0, "")
@@ -118,15 +121,26 @@ def test_console_command_writes_files(tmp_path: pathlib.Path) -> None:
         cwd=REPO, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert (result.returncode, result.stderr) == (0, "")
-    assert {p.name for p in out_dir.iterdir()} == FILES_BY_PROVIDER["JKS"]
-    for name in ("truststore.jks", "truststore-password"):
+    assert {p.name for p in out_dir.iterdir()} == FILES_BY_PROVIDER["JKS"] | {"connections.yaml"}
+    for name in ("truststore.jks", "truststore-password", "security-options.cfg"):
         assert stat.S_IMODE((out_dir / name).stat().st_mode) == 0o600
-    for name in ("ca.pem", "security.cfg", "setenv.sh", "setenv.bat"):
+    for name in ("ca.pem", "security.cfg", "setenv.sh", "setenv.bat", "connections.yaml"):
         assert stat.S_IMODE((out_dir / name).stat().st_mode) == 0o644
     password = (out_dir / "truststore-password").read_text()
     assert password == "change-me-to-a-long-random-string"
     store = jks.KeyStore.loads((out_dir / "truststore.jks").read_bytes(), password)
     assert sorted(store.certs) == ["root", "root-2"]
+    options = (out_dir / "security-options.cfg").read_text()
+    assert options.endswith(f"\ntruststore-password={password}\n")
+    assert yaml.safe_load((out_dir / "connections.yaml").read_text()) == {
+        "release": "8.5.003+",
+        "application": {"type": "Cluster", "name": "CB_Cluster"},
+        "connections": [
+            {"server": "MessageServer", "host": "msgserver.genesys.svc", "securePort": 9021}
+        ],
+    }
+    for name in ("ca.pem", "security.cfg", "setenv.sh", "setenv.bat", "connections.yaml"):
+        assert password not in (out_dir / name).read_text(), name
 
 
 def test_console_command_bad_input(tmp_path: pathlib.Path) -> None:
@@ -175,17 +189,32 @@ def test_manifests_printed_without_output_dir(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    source = write(tmp_path / "in.yaml", *standard(pki, "JKS"))
+    connections = [{"name": "MessageServer", "host": "msgserver.genesys.svc", "port": 9021}]
+    source = write(tmp_path / "in.yaml", *standard(pki, "JKS", connections=connections))
     monkeypatch.chdir(tmp_path)
     code, out, err = run_main(["-f", str(source)], capsys)
     assert (code, err) == (0, "")
     secret, config_map = yaml.safe_load_all(out)
     assert secret["metadata"]["name"] == "cobrowse-truststore"
     assert secret["metadata"]["namespace"] == "genesys"
-    assert set(secret["data"]) == {"ca.pem", "truststore.jks", "truststore-password"}
+    assert set(secret["data"]) == {
+        "ca.pem",
+        "truststore.jks",
+        "truststore-password",
+        "security-options.cfg",
+    }
     assert base64.b64decode(secret["data"]["truststore-password"]) == PASSWORD
-    assert set(config_map["data"]) == {"security.cfg", "setenv.sh", "setenv.bat"}
+    options = base64.b64decode(secret["data"]["security-options.cfg"])
+    assert b"\ntruststore-password=" + PASSWORD + b"\n" in options
+    # The ConfigMap, connections.yaml included, holds no password.
+    assert set(config_map["data"]) == {
+        "security.cfg",
+        "setenv.sh",
+        "setenv.bat",
+        "connections.yaml",
+    }
     assert PASSWORD.decode() not in yaml.safe_dump(config_map)
+    assert "truststore-password=" not in yaml.safe_dump(config_map)
     assert [p.name for p in tmp_path.iterdir()] == ["in.yaml"]
 
 
@@ -527,8 +556,15 @@ BAD_INPUTS: list[tuple[str, Case, str]] = [
     (
         "solutionControlServer with Cluster",
         _std(application={"type": "Cluster", "name": "CB", "solutionControlServer": True}),
-        f"{SPEC}.application: solutionControlServer: true requires application type Server or"
-        " Node, not Cluster (with Solution Control Server the options go on the Node object)",
+        f"{SPEC}.application: solutionControlServer: with Solution Control Server, Co-browse"
+        " 8.5.003 or later (application.version not set) reads the [security] options from the"
+        " Node object, not the Cluster object",
+    ),
+    (
+        "security options on an object the release does not read",
+        _std(application={"type": "Cluster", "name": "CB", "version": "8.5.002"}),
+        f"{SPEC}.application: Co-browse 8.5.002 does not read the [security] options from the"
+        " Cluster object (Server: 8.5.000; Node: 8.5.001+; Cluster: 8.5.003+)",
     ),
     (
         "secret and inline in one source",

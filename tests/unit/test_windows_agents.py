@@ -33,7 +33,7 @@ def body() -> dict[str, Any]:
         },
         "spec": {
             "provider": "MSCAPI",
-            "application": {"type": "Server", "name": "CB"},
+            "application": {"type": "Server", "name": "CB", "version": "8.5.000"},
             "trustedCA": {"sources": [{"secret": {"name": "ca", "key": "ca.crt"}}]},
         },
     }

@@ -24,12 +24,21 @@ class Rule:
     message: str
     check: Callable[[Any], bool]
     field_path: str | None = None  # where the API server reports the failure
+    # A message naming the values at hand: a CEL expression for the API server and the same
+    # text from Python for the model; ``message`` stays the API server's fallback.
+    message_expression: str | None = None
+    describe: Callable[[Any], str] | None = None
 
     def schema(self) -> dict[str, str]:
         out = {"rule": self.cel, "message": self.message}
+        if self.message_expression:
+            out["messageExpression"] = self.message_expression
         if self.field_path:
             out["fieldPath"] = self.field_path
         return out
+
+    def error(self, obj: Any) -> str:
+        return self.describe(obj) if self.describe is not None else self.message
 
 
 class Model(pydantic.BaseModel):
@@ -50,7 +59,7 @@ class Model(pydantic.BaseModel):
     def _check_rules(self) -> Self:
         for rule in self.rules:
             if not rule.check(self):
-                raise ValueError(rule.message)
+                raise ValueError(rule.error(self))
         return self
 
     def wire(self) -> dict[str, Any]:

@@ -81,6 +81,41 @@ class WindowsLocation(enum.StrEnum):
     USER = "User"
 
 
+# The manual's table: which application object of each Co-browse release reads what. Releases
+# are compared as strings (CEL does the same), which the version pattern keeps in step with
+# their numeric order: one digit for major and minor, three for the release.
+VERSION_RE = r"^(8\.5|9\.[0-9])\.[0-9]{3}(\.[0-9]{1,3})?$"
+FIRST_NODE_RELEASE = "8.5.001"  # the Node and Cluster objects appear; Server is 8.5.000 only
+FIRST_CLUSTER_SECURITY_RELEASE = "8.5.003"  # [security] may also go on the Cluster object
+DEFAULT_RELEASE = f"{FIRST_CLUSTER_SECURITY_RELEASE} or later (application.version not set)"
+SECURITY_OBJECTS = "Server: 8.5.000; Node: 8.5.001+; Cluster: 8.5.003+"
+
+
+def release_label(version: str | None) -> str:
+    """The release as messages name it."""
+    return f"Co-browse {version or DEFAULT_RELEASE}"
+
+
+def reads_security(version: str | None, object_type: ApplicationType) -> bool:
+    """Whether that release reads the [security] options from that application object."""
+    if object_type is ApplicationType.SERVER:
+        return version is not None and version < FIRST_NODE_RELEASE
+    if object_type is ApplicationType.NODE:
+        return version is None or version >= FIRST_NODE_RELEASE
+    return version is None or version >= FIRST_CLUSTER_SECURITY_RELEASE
+
+
+def connections_object(version: str | None) -> ApplicationType:
+    """The application object whose connections that release reads (its Connections tab)."""
+    if version is not None and version < FIRST_NODE_RELEASE:
+        return ApplicationType.SERVER
+    return ApplicationType.CLUSTER
+
+
+_CEL_TYPE = "(has(self.type) ? self.type : 'Cluster')"
+_CEL_RELEASE = f"'Co-browse ' + (has(self.version) ? self.version : '{DEFAULT_RELEASE}')"
+
+
 class Application(base.Model):
     """The Genesys application object whose [security] section receives the TLS options."""
 
@@ -98,6 +133,17 @@ class Application(base.Model):
             " setenv.sh/setenv.bat."
         ),
     )
+    version: str | None = pydantic.Field(
+        default=None,
+        pattern=VERSION_RE,
+        max_length=16,
+        description=(
+            "The Co-browse release, for example 8.5.002 or 8.5.104.03: it decides which"
+            " application object reads the [security] options (Server: 8.5.000; Node: 8.5.001+;"
+            " Cluster: 8.5.003+) and the connections (Server: 8.5.000; Cluster: 8.5.001+)."
+            " Not set: a current release (8.5.003 or later)."
+        ),
+    )
     solution_control_server: bool = pydantic.Field(
         default=False,
         description=(
@@ -108,10 +154,34 @@ class Application(base.Model):
 
     rules = (
         base.Rule(
+            cel=f"{_CEL_TYPE} == 'Server'"
+            f" ? (has(self.version) && self.version < '{FIRST_NODE_RELEASE}')"
+            f" : {_CEL_TYPE} == 'Node'"
+            f" ? (!has(self.version) || self.version >= '{FIRST_NODE_RELEASE}')"
+            f" : (!has(self.version) || self.version >= '{FIRST_CLUSTER_SECURITY_RELEASE}')",
+            message="the Co-browse release does not read the [security] options from this"
+            f" application object ({SECURITY_OBJECTS})",
+            message_expression=f"{_CEL_RELEASE} + ' does not read the [security] options from"
+            f" the ' + {_CEL_TYPE} + ' object ({SECURITY_OBJECTS})'",
+            describe=lambda a: (
+                f"{release_label(a.version)} does not read the [security] options"
+                f" from the {a.type.value} object ({SECURITY_OBJECTS})"
+            ),
+            check=lambda a: reads_security(a.version, a.type),
+        ),
+        base.Rule(
             cel="!(has(self.solutionControlServer) && self.solutionControlServer"
-            " && has(self.type) && self.type == 'Cluster')",
-            message="solutionControlServer: true requires application type Server or Node,"
-            " not Cluster (with Solution Control Server the options go on the Node object)",
+            f" && {_CEL_TYPE} == 'Cluster')",
+            message="solutionControlServer: with Solution Control Server the Co-browse release"
+            " reads the [security] options from the Node object, not the Cluster object",
+            message_expression="'solutionControlServer: with Solution Control Server, ' + "
+            f"{_CEL_RELEASE} + ' reads the [security] options from the Node object, not the"
+            " Cluster object'",
+            describe=lambda a: (
+                "solutionControlServer: with Solution Control Server,"
+                f" {release_label(a.version)} reads"
+                " the [security] options from the Node object, not the Cluster object"
+            ),
             check=lambda a: not (a.solution_control_server and a.type is ApplicationType.CLUSTER),
         ),
     )
@@ -190,8 +260,8 @@ class Truststore(base.Model):
 
     secret_name: base.ObjectName | None = pydantic.Field(
         default=None,
-        description="Secret receiving ca.pem (and truststore.jks, truststore-password for JKS);"
-        " default <metadata.name>-truststore.",
+        description="Secret receiving ca.pem (and truststore.jks, truststore-password and"
+        " security-options.cfg for JKS); default <metadata.name>-truststore.",
     )
     mount_path: str = pydantic.Field(
         default=DEFAULT_MOUNT_PATH,
@@ -397,7 +467,9 @@ class CobrowseTLSSpec(base.Model):
         default_factory=list,
         max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
-        description="Other Genesys servers, reached through their secure ports.",
+        description="Other Genesys servers, reached through their secure ports; listed in"
+        " connections.yaml for the application object that reads them (Server: 8.5.000;"
+        " Cluster: 8.5.001+).",
     )
     workloads: list[Workload] = pydantic.Field(
         default_factory=list,

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import yaml
+
 from cobrowse_tls.api import models, stamps
 from cobrowse_tls.core import agent_manifest, certs, truststores
 
@@ -25,8 +27,10 @@ TRUSTSTORE_PASSWORD = "truststore-password"
 SECURITY_CFG = "security.cfg"
 SETENV_SH = "setenv.sh"
 SETENV_BAT = "setenv.bat"
-SECRET_FILES = (CA_PEM, TRUSTSTORE_JKS, TRUSTSTORE_PASSWORD)
-CONFIG_FILES = (SECURITY_CFG, SETENV_SH, SETENV_BAT)
+SECURITY_OPTIONS_CFG = "security-options.cfg"
+CONNECTIONS_YAML = "connections.yaml"
+SECRET_FILES = (CA_PEM, TRUSTSTORE_JKS, TRUSTSTORE_PASSWORD, SECURITY_OPTIONS_CFG)
+CONFIG_FILES = (SECURITY_CFG, SETENV_SH, SETENV_BAT, CONNECTIONS_YAML)
 ALL_FILES = SECRET_FILES + CONFIG_FILES
 
 # Condition reasons of TrustStoreReady that come from the inputs rather than the certificates.
@@ -225,9 +229,12 @@ def render(
             chosen, alias=spec.truststore.alias, password=password
         )
         files[TRUSTSTORE_PASSWORD] = password.encode()
+        files[SECURITY_OPTIONS_CFG] = security_options_cfg(tls, password).encode()
     files[SECURITY_CFG] = security_cfg(tls).encode()
     files[SETENV_SH] = setenv_sh(tls).encode()
     files[SETENV_BAT] = setenv_bat(tls).encode()
+    if spec.connections:
+        files[CONNECTIONS_YAML] = connections_yaml(tls).encode()
 
     fingerprint = certs.fingerprint(chosen)
     digest = input_hash(tls, fingerprint, password)
@@ -326,10 +333,13 @@ def _salt(tls: models.CobrowseTLS) -> str:
 
 
 def _output_spec(tls: models.CobrowseTLS) -> dict[str, Any]:
-    # Which workloads restart, how, and which servers are checked change no output byte.
+    # Which workloads restart and how change no output byte. Connections are rendered into
+    # connections.yaml, so they count when set; an empty list keeps the hash it always had.
     spec = tls.spec.wire()
-    for key in ("workloads", "restart", "connections", "windows"):
+    for key in ("workloads", "restart", "windows"):
         spec.pop(key, None)
+    if not spec.get("connections"):
+        spec.pop("connections", None)
     return spec
 
 
@@ -345,6 +355,9 @@ def input_hash(tls: models.CobrowseTLS, fingerprint: str, password: str | None) 
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_NOT_CONSUMED = {TRUSTSTORE_JKS, TRUSTSTORE_PASSWORD, SECURITY_OPTIONS_CFG, CONNECTIONS_YAML}
+
+
 def material_hash(
     tls: models.CobrowseTLS,
     files: Mapping[str, bytes],
@@ -352,9 +365,13 @@ def material_hash(
     password: str | None,
 ) -> str:
     """What the workloads consume: every rendered file; the JKS as its inputs (certificates,
-    aliases, password), since its bytes would let a reader test password guesses."""
+    aliases, password), since its bytes would let a reader test password guesses.
+
+    security-options.cfg and connections.yaml are for the administrator (Genesys
+    Administrator), not the workloads; the options they carry are already counted.
+    """
     digest = hashlib.sha256()
-    for name in sorted(set(files) - {TRUSTSTORE_JKS, TRUSTSTORE_PASSWORD}):
+    for name in sorted(set(files) - _NOT_CONSUMED):
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest() + b"\0")
     if TRUSTSTORE_JKS in files:
         digest.update(b"jks\0" + "\0".join(aliases).encode() + b"\0")
@@ -404,12 +421,50 @@ def _provider_value(tls: models.CobrowseTLS) -> str:
     return "" if provider is models.Provider.DISABLED else provider.value
 
 
-def security_cfg(tls: models.CobrowseTLS) -> str:
-    """The [security] section in the INI form Genesys configuration import reads."""
+def _security_lines(tls: models.CobrowseTLS) -> list[str]:
     lines = ["[security]", f"provider={_provider_value(tls)}"]
     if trusted_ca_path(tls):
         lines.append(f"trusted-ca={trusted_ca_path(tls)}")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def security_cfg(tls: models.CobrowseTLS) -> str:
+    """The [security] section in the INI form Genesys configuration import reads."""
+    return "\n".join(_security_lines(tls)) + "\n"
+
+
+def security_options_cfg(tls: models.CobrowseTLS, password: str) -> str:
+    """JKS: the whole [security] section of the manual, truststore-password included.
+
+    The form Genesys Administrator's option import takes ([section], then option=value
+    lines); it holds the password, so it lives only in the Secret.
+    """
+    return "\n".join([*_security_lines(tls), f"truststore-password={password}"]) + "\n"
+
+
+def connections_yaml(tls: models.CobrowseTLS) -> str:
+    """What to configure on the application object that reads connections, per release.
+
+    The Server object in 8.5.000, the Cluster object from 8.5.001: its name is known only when
+    it is the object spec.application names.
+    """
+    app = tls.spec.application
+    target = models.connections_object(app.version)
+    application: dict[str, str] = {"type": target.value}
+    if target is app.type:
+        application["name"] = app.name
+    doc: dict[str, Any] = {"release": app.version or f"{models.FIRST_CLUSTER_SECURITY_RELEASE}+"}
+    doc["application"] = application
+    doc["connections"] = [
+        {"server": c.name, "host": c.host, "securePort": c.port} for c in tls.spec.connections
+    ]
+    header = (
+        f"# Generated by cobrowse-tls-operator from CobrowseTLS {tls.metadata.name}: do not edit.\n"
+        f"# Add each server to the Connections of the {target.value} application object,"
+        " through its secure port.\n"
+    )
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
+    return header + body
 
 
 def _variables(tls: models.CobrowseTLS, *, windows: bool) -> list[tuple[str, str]]:
