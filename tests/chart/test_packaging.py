@@ -64,6 +64,8 @@ def test_kustomization_renders_offline(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
         "ca.pem",
+        "connections.yaml",
+        "security-options.cfg",
         "security.cfg",
         "setenv.bat",
         "setenv.sh",

@@ -193,6 +193,8 @@ def test_connections_yaml_names_the_object_the_release_reads(
     application = {"type": row.connections_object}
     if row.connections_object == row.type:
         application["name"] = f"CB_{row.type}"
+    else:
+        assert "of the Cluster application object (the one Node CB_Node belongs to)" in text
     assert yaml.safe_load(text) == {
         "release": row.version or "8.5.003+",
         "application": application,

@@ -787,6 +787,13 @@ def test_readme_example_matches_the_real_output(
         ["-f", str(REPO / "examples/pem.yaml"), "--output-dir", str(out_dir)], capsys
     )
     assert code == 0
-    for name in ("security.cfg", "setenv.sh", "setenv.bat"):
+    for name in ("security.cfg", "setenv.sh", "setenv.bat", "connections.yaml"):
         shown = (out_dir / name).read_text().replace("\r\n", "\n")
         assert f"$ cat out/{name}\n{shown}" in readme, f"README's {name} is out of date"
+    jks_dir = tmp_path / "jks"
+    code, _, _ = run_main(
+        ["-f", str(REPO / "examples/jks.yaml"), "--output-dir", str(jks_dir)], capsys
+    )
+    assert code == 0
+    shown = (jks_dir / "security-options.cfg").read_text()
+    assert f"$ cat out/security-options.cfg\n{shown}" in readme, "README's options file is stale"
