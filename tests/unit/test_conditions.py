@@ -131,3 +131,15 @@ def test_progress_is_a_normal_event_and_failure_a_warning() -> None:
     )
     events = {t.reason: t.event_type for t in rolling + stalled if t.type != "Ready"}
     assert events == {"RolloutInProgress": "Normal", "RolloutStalled": "Warning"}
+
+
+def test_ready_takes_the_first_failing_condition_in_the_documented_order() -> None:
+    failing = [
+        conditions.Observation("CertificatesValid", False, "ExpiringSoon", "soon"),
+        conditions.Observation("WindowsTrustSynced", False, "SyncInProgress", "1/2"),
+        conditions.Observation("TrustStoreReady", True, "Rendered", "ok"),
+        conditions.Observation("WorkloadsRestarted", False, "RolloutInProgress", "1 rolling"),
+    ]
+    for observations in (failing, failing[::-1]):
+        ready = conditions.ready(observations)
+        assert (ready.status, ready.reason) == (False, "RolloutInProgress")

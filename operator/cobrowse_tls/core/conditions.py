@@ -97,8 +97,14 @@ def certificate_validity(
     )
 
 
+def _rank(obs: Observation) -> int:
+    return ORDER.index(obs.type) if obs.type in ORDER else len(ORDER)
+
+
 def ready(observations: Sequence[Observation]) -> Observation:
-    failing = [o for o in observations if o.status is not True]
+    """Ready: True when every other condition is; else the reason of the first failing one in
+    ORDER, whatever order the observations come in (the store before the restarts it causes)."""
+    failing = sorted((o for o in observations if o.status is not True), key=_rank)
     if not failing:
         return Observation(READY, True, "Ready", "every condition is True")
     first = failing[0]
@@ -121,7 +127,7 @@ def merge(
     stamp = stamps.rfc3339(now)
     out: list[dict[str, Any]] = []
     transitions: list[Transition] = []
-    for obs in sorted(all_obs, key=lambda o: ORDER.index(o.type) if o.type in ORDER else 99):
+    for obs in sorted(all_obs, key=_rank):
         status = _status(obs.status)
         before = old.get(obs.type) or {}
         changed = before.get("status") != status
