@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from cobrowse_tls.core import settings as settings_mod
 from cobrowse_tls.engine import controller, kube, outputs, reconciler
-from cobrowse_tls.engine import settings as settings_mod
 
 
 class NoClient:

@@ -11,8 +11,8 @@ import pytest
 import pki as pki_module
 from cobrowse_tls.api import models
 from cobrowse_tls.core import agent_manifest, render
+from cobrowse_tls.core import settings as settings_mod
 from cobrowse_tls.engine import agent_step
-from cobrowse_tls.engine import settings as settings_mod
 
 DELETED_AT = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 FP = "sha256:" + "cd" * 32

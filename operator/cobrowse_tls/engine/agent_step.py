@@ -14,8 +14,8 @@ import pydantic
 
 from cobrowse_tls.api import models, stamps
 from cobrowse_tls.core import agent_manifest, render
+from cobrowse_tls.core import settings as settings_mod
 from cobrowse_tls.engine import kube, outputs
-from cobrowse_tls.engine import settings as settings_mod
 
 
 def _agent_pods(client: kube.Client, tls: models.CobrowseTLS) -> list[dict[str, Any]]:

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cobrowse_tls.api import stamps
+from cobrowse_tls.core import settings as settings_mod
 from cobrowse_tls.engine import kube, metrics, reconciler
-from cobrowse_tls.engine import settings as settings_mod
 
 log = logging.getLogger("cobrowse_tls.engine.controller")
 

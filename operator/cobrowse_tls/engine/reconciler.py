@@ -17,8 +17,8 @@ import pydantic
 from cobrowse_tls import passwords
 from cobrowse_tls.api import models, stamps
 from cobrowse_tls.core import certs, conditions, render, restart_plan
+from cobrowse_tls.core import settings as settings_mod
 from cobrowse_tls.engine import agent_step, connections, kube, outputs, restart_step
-from cobrowse_tls.engine import settings as settings_mod
 
 log = logging.getLogger("cobrowse_tls.engine.reconciler")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from cobrowse_tls.api import models
 from cobrowse_tls.core import render, restart_plan
+from cobrowse_tls.core import settings as settings_mod
 from cobrowse_tls.engine import kube
-from cobrowse_tls.engine import settings as settings_mod
 
 
 def _targets(client: kube.Client, tls: models.CobrowseTLS) -> list[restart_plan.Target]:

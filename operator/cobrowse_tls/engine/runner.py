@@ -14,8 +14,8 @@ from datetime import timedelta
 import kopf
 
 from cobrowse_tls.core import agent_manifest
+from cobrowse_tls.core import settings as settings_mod
 from cobrowse_tls.engine import controller, kube, metrics
-from cobrowse_tls.engine import settings as settings_mod
 
 
 def _parser() -> argparse.ArgumentParser:

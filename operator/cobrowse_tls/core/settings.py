@@ -1,4 +1,4 @@
-"""The operator's settings (from `cobrowse-tls run` options), shared by the reconcile steps."""
+"""The operator's settings (from `cobrowse-tls run` options): an input of the pure decide step."""
 
 from __future__ import annotations
 
