@@ -661,7 +661,12 @@ class CobrowseTLS(base.Model):
 
     @property
     def agent_daemonset_name(self) -> str:
-        return f"{self.metadata.name}-mscapi-agent"
+        return agent_daemonset_name(self.metadata.name)
+
+
+def agent_daemonset_name(name: str) -> str:
+    """The MSCAPI agent DaemonSet of the CobrowseTLS ``name`` (also when its spec is unreadable)."""
+    return f"{name}-mscapi-agent"
 
 
 def parse(obj: Any) -> CobrowseTLS:

@@ -144,7 +144,7 @@ def finalize(
         tls: models.CobrowseTLS | None = models.parse(body)
     except pydantic.ValidationError:
         tls = None
-    ds_name = f"{meta['name']}-mscapi-agent"
+    ds_name = models.agent_daemonset_name(meta["name"])
     ds = client.get_workload("DaemonSet", namespace, ds_name)
     writes = 0
     if ds is not None and outputs.owned_by(ds, meta["name"]):
