@@ -87,6 +87,18 @@ class FakeCluster:
         self._request("list", "Pod", selector)
         return self._list("Pod", namespace, selector)
 
+    def list_events(
+        self, namespace: str, kind: str, name: str, reason: str
+    ) -> list[dict[str, Any]]:
+        self._request("list", "Event", f"{kind} {name} {reason}")
+        return [
+            e
+            for e in self._list("Event", namespace, "")
+            if e.get("involvedObject", {}).get("kind") == kind
+            and e.get("involvedObject", {}).get("name") == name
+            and e.get("reason") == reason
+        ]
+
     def _list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         found = [
             copy.deepcopy(obj)

@@ -7,21 +7,10 @@ from typing import Any
 
 import pytest
 
+from cobrowse_tls.core import decide
 from cobrowse_tls.core import settings as settings_mod
-from cobrowse_tls.engine import controller, kube, outputs, reconciler
-
-
-class NoClient:
-    """The routing under test never calls the API; it only knows our own writes."""
-
-    def __init__(self) -> None:
-        self.own: set[tuple[str, str]] = set()
-
-    def is_own_write(self, kind: str, obj: dict[str, Any]) -> bool:
-        return (obj["metadata"]["name"], obj["metadata"].get("resourceVersion", "")) in self.own
-
-    def forget(self, kind: str, namespace: str, name: str) -> None:
-        self.own = {o for o in self.own if o[0] != name}
+from cobrowse_tls.engine import controller, kube, reconciler
+from unit import fake_cluster
 
 
 def cr(
@@ -42,8 +31,8 @@ def source(name: str, ns: str = "ns", labels: dict[str, str] | None = None) -> d
 
 class Recorder(controller.Controller):
     def __init__(self) -> None:
-        self.fake = NoClient()
-        super().__init__(self.fake, settings_mod.Settings())  # type: ignore[arg-type]
+        self.fake = fake_cluster.FakeCluster()
+        super().__init__(self.fake, settings_mod.Settings())
         self.added: list[str] = []
         self.queue.add = self.added.append  # type: ignore[method-assign,assignment]
 
@@ -180,7 +169,7 @@ def test_work_queue_retries_after_the_delay_returned() -> None:
 )
 def test_needs_apply(existing: dict[str, Any] | None, changed: bool) -> None:
     desired = {"metadata": {"labels": {"l": "v"}, "annotations": {"a": "h"}}, "data": {"k": "v"}}
-    assert outputs.needs_apply(existing, desired) is changed
+    assert decide.needs_apply(existing, desired) is changed
 
 
 def test_the_echo_of_our_own_write_needs_no_reconcile() -> None:
@@ -188,12 +177,10 @@ def test_the_echo_of_our_own_write_needs_no_reconcile() -> None:
     c.on_cobrowse_tls(None, cr("a", "s1"))
     c.added.clear()
     labels = {"app.kubernetes.io/managed-by": "cobrowse-tls-operator", "tls.cobrowse.io/owner": "a"}
-    ours = source("a-truststore", labels=labels)
-    ours["metadata"]["resourceVersion"] = "7"
-    c.fake.own.add(("a-truststore", "7"))
+    ours = c.fake.apply({"kind": "Secret", **source("a-truststore", labels=labels)})
     c.on_source("Secret", "MODIFIED", ours)
     assert c.added == []
-    edited = {**ours, "metadata": {**ours["metadata"], "resourceVersion": "8"}}
+    edited = c.fake.put({**ours, "data": {"k": "edited"}})
     c.on_source("Secret", "MODIFIED", edited)  # someone else's edit: repair it
     assert c.added == ["ns/a"]
 
@@ -217,7 +204,7 @@ def test_the_echo_of_our_own_write_needs_no_reconcile() -> None:
 def test_api_errors_are_retried_unless_the_namespace_is_going_away(
     monkeypatch: pytest.MonkeyPatch, error: kube.KubeError, retry: bool
 ) -> None:
-    def failing(*_: Any) -> reconciler.Outcome:
+    def failing(*_: Any) -> decide.Decision:
         raise error
 
     monkeypatch.setattr(reconciler, "reconcile", failing)

@@ -501,6 +501,28 @@ def test_mscapi_rewriting_the_agents_judges_their_sync_by_what_the_write_changes
     assert restarted(after) == []
 
 
+def test_mscapi_agents_refused_by_pod_security_are_reported_as_such() -> None:
+    first = snapshot(mscapi(), workloads=targets(deploy("web")))
+    decision = run(first)
+    assert decision.rendered is not None
+    assert decision.rendered.daemon_set is not None
+    lacking = rolled_out(decision.rendered.daemon_set)
+    lacking["metadata"]["namespace"] = NS
+    lacking["status"]["currentNumberScheduled"] = 0
+    refusal = {
+        "reason": agent_manifest.FAILED_CREATE,
+        "message": 'Error creating: pods "x" is forbidden: violates PodSecurity "baseline"',
+        "lastTimestamp": "2030-01-01T00:00:05Z",
+    }
+    refused = dataclasses.replace(settle(first, decision), agent=lacking, agent_events=(refusal,))
+    after = run(refused)
+    assert condition(after, "WindowsTrustSynced") == ("False", "PodSecurityForbidden")
+    assert restarted(after) == []
+    # Without the event, the same DaemonSet is only syncing.
+    syncing = run(dataclasses.replace(refused, agent_events=()))
+    assert condition(syncing, "WindowsTrustSynced") == ("False", "SyncInProgress")
+
+
 def test_mscapi_never_adopts_someone_elses_daemon_set() -> None:
     theirs = {"kind": "DaemonSet", "metadata": {"name": "cobrowse-mscapi-agent", "labels": {}}}
     decision = run(snapshot(mscapi(), agent=theirs))

@@ -54,6 +54,7 @@ class Snapshot:
     workloads: tuple[restart_plan.Target, ...] = ()  # the targeted workloads as they are now
     agent: Obj | None = None  # the MSCAPI agent DaemonSet
     agent_pods: tuple[Obj, ...] = ()
+    agent_events: tuple[Obj, ...] = ()  # its FailedCreate events, while it lacks pods
     connections: tuple[bool, str, str] | None = None  # the handshakes, when they were made
     new_password: str | None = None  # a fresh JKS password, used when none is named or kept
 
@@ -376,9 +377,14 @@ def _agent_sync(
     if needs_apply(existing, rendered.daemon_set):
         writes.append(Apply(rendered.daemon_set))
         ds = _after_apply(existing, rendered.daemon_set)
-    return agent_manifest.sync_state(
+    sync = agent_manifest.sync_state(
         ds, snap.agent_pods, fingerprint=rendered.fingerprint, mode=agent_manifest.SYNC
     )
+    if not sync.synced and ds is not None:
+        # Pods the controller cannot create (Pod Security) would otherwise look like a slow sync.
+        failure = agent_manifest.creation_failure(ds, snap.agent_pods, snap.agent_events)
+        sync = failure or sync
+    return sync
 
 
 def _cleanup(

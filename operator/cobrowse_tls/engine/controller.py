@@ -19,17 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cobrowse_tls.api import stamps
+from cobrowse_tls.core import decide
 from cobrowse_tls.core import settings as settings_mod
 from cobrowse_tls.engine import kube, metrics, reconciler
 
 log = logging.getLogger("cobrowse_tls.engine.controller")
 
 SourceRef = tuple[str, str, str]  # (kind, namespace, name)
-
-
-def key_of(obj: Mapping[str, Any]) -> str:
-    meta = obj["metadata"]
-    return f"{meta.get('namespace')}/{meta['name']}"
 
 
 class WorkQueue:
@@ -95,7 +91,7 @@ class WorkQueue:
 class Controller:
     def __init__(
         self,
-        client: kube.Client,
+        client: kube.Api,
         settings: settings_mod.Settings,
         *,
         workers: int = 4,
@@ -142,7 +138,7 @@ class Controller:
     # -- events ---------------------------------------------------------------------------
 
     def on_cobrowse_tls(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
-        key = key_of(obj)
+        key = kube.key_of(obj)
         if event_type == "DELETED":
             self.bodies.pop(key, None)
             self._seen.pop(key, None)
@@ -235,8 +231,6 @@ class Controller:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         self._failures.pop(key, None)
         metrics.RECONCILES.labels(outcome.result).inc()
-        if outcome.writes:
-            metrics.API_WRITES.inc(outcome.writes)
         current = self.bodies.get(key)
         if current is not None and outcome.status is not None:
             # Until the watch delivers our status write, remember it: a reconcile in between
@@ -244,7 +238,7 @@ class Controller:
             others = {
                 k: v
                 for k, v in (current.get("status") or {}).items()
-                if k not in reconciler.STATUS_KEYS
+                if k not in decide.STATUS_KEYS
             }
             current["status"] = {**others, **outcome.status}
         if outcome.earliest_expiry is not None:

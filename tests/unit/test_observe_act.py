@@ -1,0 +1,235 @@
+"""The observe and act steps, and a whole reconcile, against the in-memory API server."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import pki as pkim
+from cobrowse_tls.core import agent_manifest, decide, render
+from cobrowse_tls.core import settings as settings_mod
+from cobrowse_tls.engine import act, kube, observe, reconciler
+from unit import fake_cluster
+from unit.builders import secret_doc, tls_doc
+
+PKI = pkim.pki()
+NOW = PKI.now
+NS = "genesys"
+SETTINGS = settings_mod.Settings(restart_window=timedelta(0))
+
+
+def cr(provider: str = "PEM", **spec: Any) -> dict[str, Any]:
+    return tls_doc(provider, **spec)
+
+
+def cluster(body: dict[str, Any], *others: dict[str, Any]) -> fake_cluster.FakeCluster:
+    ca = secret_doc("genesys-ca", {"ca.crt": pkim.pem(PKI.root)})
+    ca["metadata"]["namespace"] = NS
+    fake = fake_cluster.FakeCluster(ca, *others)
+    fake.put(body)
+    return fake
+
+
+def current(fake: fake_cluster.FakeCluster) -> dict[str, Any]:
+    found = fake.get("CobrowseTLS", NS, "cobrowse")
+    assert found is not None
+    return found
+
+
+# -- observe -----------------------------------------------------------------------------------
+
+
+def test_observe_reads_the_cr_inputs_outputs_and_workloads_and_writes_nothing() -> None:
+    body = cr(workloads=[{"kind": "Deployment", "selector": {"matchLabels": {"app": "cb"}}}])
+    web = {"kind": "Deployment", "metadata": {"name": "web", "namespace": NS,
+           "labels": {"app": "cb"}}, "spec": {}}  # fmt: skip
+    fake = cluster(body, web)
+    snap = observe.observe(fake, current(fake), SETTINGS, NOW)
+    assert fake.writes == []
+    assert sorted(fake.requests) == [
+        ("get", "ConfigMap", "cobrowse-security"),
+        ("get", "Secret", "cobrowse-truststore"),
+        ("get", "Secret", "genesys-ca"),
+        ("list", "Deployment", "app=cb"),
+    ]
+    assert snap.sources.secrets == {"genesys-ca": {"ca.crt": pkim.pem(PKI.root)}}
+    assert (snap.secret, snap.config_map, snap.agent) == (None, None, None)
+    assert [(t.kind, t.name) for t in snap.workloads] == [("Deployment", "web")]
+    assert snap.new_password is None  # only JKS may need one
+
+
+def test_observe_draws_a_fresh_password_for_jks_only() -> None:
+    fake = cluster(cr("JKS", truststore={}))
+    first = observe.observe(fake, current(fake), SETTINGS, NOW)
+    second = observe.observe(fake, current(fake), SETTINGS, NOW)
+    assert first.new_password
+    assert second.new_password
+    assert first.new_password != second.new_password
+
+
+def test_a_source_the_operator_may_not_read_is_bad_input_other_errors_are_raised() -> None:
+    fake = cluster(cr())
+    fake.fail("get", "Secret", "genesys-ca", kube.KubeError(403, "forbidden"))
+    snap = observe.observe(fake, current(fake), SETTINGS, NOW)
+    assert snap.source_error is not None
+    assert snap.source_error.reason == decide.SOURCE_FORBIDDEN
+    fake.fail("get", "Secret", "genesys-ca", kube.KubeError(500, "etcd timed out"))
+    with pytest.raises(kube.KubeError):
+        observe.observe(fake, current(fake), SETTINGS, NOW)
+
+
+def test_observe_reads_nothing_for_a_spec_that_does_not_parse() -> None:
+    body = cr()
+    body["spec"]["provider"] = "Bogus"
+    fake = cluster(body)
+    snap = observe.observe(fake, current(fake), SETTINGS, NOW)
+    assert fake.requests == []
+    assert snap.tls is None
+    assert snap.spec_error is not None
+    assert snap.spec_error.startswith("spec.provider: ")
+
+
+def test_observe_of_a_deletion_reads_only_the_agents_it_must_clean_up() -> None:
+    body = cr("MSCAPI")
+    body["metadata"].update(
+        deletionTimestamp="2030-01-01T00:00:00Z", finalizers=[agent_manifest.FINALIZER]
+    )
+    fake = cluster(body)
+    observe.observe(fake, current(fake), SETTINGS, NOW)
+    assert fake.requests == [("get", "DaemonSet", "cobrowse-mscapi-agent")]
+    body["metadata"]["finalizers"] = []
+    fake = cluster(body)
+    observe.observe(fake, current(fake), SETTINGS, NOW)
+    assert fake.requests == []
+
+
+def test_observe_reads_why_agent_pods_are_missing_only_when_they_are() -> None:
+    fake = cluster(cr("MSCAPI", windows={"store": "Root", "location": "LocalMachine"}))
+    reconciler.reconcile(fake, current(fake), SETTINGS, NOW)
+    ds = fake.get("DaemonSet", NS, "cobrowse-mscapi-agent")
+    assert ds is not None
+    event = {
+        "kind": "Event",
+        "metadata": {"name": "refused", "namespace": NS},
+        "involvedObject": {"kind": "DaemonSet", "name": "cobrowse-mscapi-agent"},
+        "reason": agent_manifest.FAILED_CREATE,
+        "message": "violates PodSecurity",
+    }
+    fake.put(event)
+    for scheduled, expected in ((2, ()), (0, (fake.get("Event", NS, "refused"),))):
+        ds["status"] = {"desiredNumberScheduled": 2, "currentNumberScheduled": scheduled}
+        fake.put(ds)
+        snap = observe.observe(fake, current(fake), SETTINGS, NOW)
+        assert snap.agent_events == expected
+
+
+# -- act ---------------------------------------------------------------------------------------
+
+
+def test_act_writes_in_order_and_stops_at_the_first_failure() -> None:
+    fake = cluster(cr())
+    writes: list[decide.Write] = [
+        decide.Apply({"kind": "Secret", "metadata": {"name": "a", "namespace": NS}}),
+        decide.Apply({"kind": "ConfigMap", "metadata": {"name": "b", "namespace": NS}}),
+        decide.Event("Normal", "OutputsWritten", "wrote a, b"),
+        decide.PatchStatus({"observedGeneration": 1}),
+    ]
+    fake.fail("apply", "ConfigMap", "b", kube.KubeError(500, "etcd timed out"))
+    with pytest.raises(kube.KubeError):
+        act.act(fake, current(fake), writes)
+    assert fake.writes == [("apply", "Secret", "a"), ("apply", "ConfigMap", "b")]
+    assert "status" not in current(fake)
+
+
+def test_act_posts_events_on_a_best_effort_basis() -> None:
+    fake = cluster(cr())
+    fake.fail("event", "Event", "OutputsWritten", kube.KubeError(500, "etcd timed out"))
+    writes: list[decide.Write] = [
+        decide.Event("Normal", "OutputsWritten", "x"),
+        decide.PatchStatus({"a": 1}),
+    ]
+    act.act(fake, current(fake), writes)
+    assert current(fake)["status"] == {"a": 1}
+
+
+def test_act_changes_finalizers_only_on_the_cr_as_observed() -> None:
+    fake = cluster(cr())
+    seen = current(fake)
+    fake.patch_status(NS, "cobrowse", {"changed": True})  # someone else's write in between
+    with pytest.raises(kube.KubeError) as err:
+        act.act(fake, seen, [decide.SetFinalizers((agent_manifest.FINALIZER,))])
+    assert err.value.status == 409
+    act.act(fake, current(fake), [decide.SetFinalizers((agent_manifest.FINALIZER,))])
+    assert current(fake)["metadata"]["finalizers"] == [agent_manifest.FINALIZER]
+
+
+# -- a whole reconcile -------------------------------------------------------------------------
+
+
+def test_reconcile_writes_once_then_nothing_while_nothing_changes() -> None:
+    fake = cluster(cr())
+    first = reconciler.reconcile(fake, current(fake), SETTINGS, NOW)
+    assert first.result == "ok"
+    assert current(fake)["status"] == first.status
+    secret = fake.get("Secret", NS, "cobrowse-truststore")
+    assert secret is not None
+    assert first.rendered is not None
+    assert decide.decode_data(secret)[render.CA_PEM] == first.rendered.files[render.CA_PEM]
+    made = len(fake.writes)
+    assert made > 0
+    reconciler.reconcile(fake, current(fake), SETTINGS, NOW)
+    assert len(fake.writes) == made
+
+    # Drift: an output edited by hand is written back, and only that.
+    edited = fake.get("ConfigMap", NS, "cobrowse-security")
+    assert edited is not None
+    edited["data"]["security.cfg"] = "edited"
+    fake.put(edited)
+    reconciler.reconcile(fake, current(fake), SETTINGS, NOW)
+    assert fake.writes[made:] == [
+        ("apply", "ConfigMap", "cobrowse-security"),
+        ("event", "Event", "OutputsWritten"),
+    ]
+
+
+def test_an_mscapi_cr_is_deleted_only_after_its_agents_cleaned_up() -> None:
+    body = cr("MSCAPI", windows={"store": "Root", "location": "LocalMachine"})
+    fake = cluster(body)
+    reconciler.reconcile(fake, current(fake), SETTINGS, NOW)
+    assert current(fake)["metadata"]["finalizers"] == [agent_manifest.FINALIZER]
+    assert fake.get("DaemonSet", NS, "cobrowse-mscapi-agent") is not None
+
+    deleting = current(fake)
+    deleting["metadata"]["deletionTimestamp"] = "2030-01-01T00:00:00Z"
+    fake.put(deleting)
+    again = reconciler.reconcile(fake, current(fake), SETTINGS, NOW)
+    assert again.requeue_after == SETTINGS.rollout_poll
+    ds = fake.get("DaemonSet", NS, "cobrowse-mscapi-agent")
+    assert ds is not None
+    template = ds["spec"]["template"]["metadata"]["annotations"]
+    assert template[agent_manifest.ANNOTATION_MODE] == agent_manifest.CLEANUP
+
+    # The DaemonSet controller and the agents report every node clean.
+    ds["status"] = {"observedGeneration": ds["metadata"]["generation"],
+                    "desiredNumberScheduled": 1, "updatedNumberScheduled": 1}  # fmt: skip
+    fake.put(ds)
+    pod = {
+        "kind": "Pod",
+        "metadata": {
+            "name": "agent-1",
+            "namespace": NS,
+            "labels": copy.deepcopy(ds["spec"]["template"]["metadata"]["labels"]),
+            "annotations": dict(template),
+        },
+        "spec": {"nodeName": "win-1"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    fake.put(pod)
+    done = reconciler.reconcile(fake, current(fake), SETTINGS, NOW)
+    assert done.requeue_after is None
+    assert fake.get("DaemonSet", NS, "cobrowse-mscapi-agent") is None
+    assert fake.get("CobrowseTLS", NS, "cobrowse") is None  # its last finalizer gone
+    assert [e[1] for e in fake.events][-2:] == ["CleanupStarted", "CleanupComplete"]
