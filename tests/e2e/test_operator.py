@@ -679,7 +679,11 @@ def test_operations_endpoints_metrics_liveness_and_json_logs(
     with own_operator(cluster, operator_proc, tmp_path / "op.log", *args) as own:
         api.apply(cobrowse_tls(namespace, "cb", pem_spec(src("ca"))))
         wait_for("Ready", lambda: ready(api, namespace, "cb"))
-        text = _fetch(f"http://127.0.0.1:{metrics_port}/metrics")
+        # The status is written before the reconcile returns and its metrics are set (the
+        # expiry gauge last): wait for them too.
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        gauge = ("cobrowse_tls_certificate_expiry_timestamp_seconds{", f'"{namespace}"')
+        text = wait_for("the expiry gauge", lambda: _fetch_with(url, *gauge))
         assert "cobrowse_tls_reconcile_duration_seconds_bucket" in text
         assert 'cobrowse_tls_reconciles_total{result="ok"}' in text
         expiry = pki.root.cert.not_valid_after_utc.timestamp()
@@ -705,6 +709,12 @@ def _fetch(url: str) -> str:
     assert url.startswith("http://127.0.0.1:")  # only the operator's own local endpoints
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
         return str(response.read().decode())
+
+
+def _fetch_with(url: str, *parts: str) -> str | None:
+    """The text at ``url`` once one of its lines holds every one of ``parts``."""
+    text = _fetch(url)
+    return text if any(all(p in ln for p in parts) for ln in text.splitlines()) else None
 
 
 def _get(url: str) -> int | None:
