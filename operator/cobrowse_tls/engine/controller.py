@@ -111,7 +111,6 @@ class Controller:
         self._index: dict[SourceRef, set[str]] = {}
         self._seen: dict[str, tuple[Any, ...]] = {}
         self._failures: dict[str, int] = {}
-        self._gauged: set[str] = set()
         self._resync_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -144,9 +143,7 @@ class Controller:
             self._seen.pop(key, None)
             self._failures.pop(key, None)
             self._set_refs(key, set())
-            if key in self._gauged:
-                self._gauged.discard(key)
-                metrics.CERTIFICATE_EXPIRY.remove(*key.split("/", 1))
+            metrics.forget(key)
             return
         body = dict(obj)
         # managedFields is often the largest part of an object and the reconciler never
@@ -218,6 +215,8 @@ class Controller:
                 log.debug("%s: namespace being deleted; reconcile dropped", key)
                 return None
             metrics.RECONCILES.labels("error").inc()
+            if key in self.bodies:  # not deleted meanwhile: its series would stay forever
+                metrics.reconcile_failed(key)
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             backoff = min(60.0, 0.5 * float(2 ** min(failures, 7)))
             delay = backoff * (0.5 + random.random())  # jitter spreads retries of many CRs
@@ -225,6 +224,8 @@ class Controller:
             return delay
         except Exception:
             metrics.RECONCILES.labels("error").inc()
+            if key in self.bodies:  # not deleted meanwhile: its series would stay forever
+                metrics.reconcile_failed(key)
             log.exception("%s: reconcile crashed; retry in 30s", key)
             return 30.0
         finally:
@@ -233,6 +234,7 @@ class Controller:
         metrics.RECONCILES.labels(outcome.result).inc()
         current = self.bodies.get(key)
         if current is not None and outcome.status is not None:
+            metrics.record(key, body.get("status"), outcome.status)
             # Until the watch delivers our status write, remember it: a reconcile in between
             # must not see the old status and write the same new one again.
             others = {
@@ -241,12 +243,6 @@ class Controller:
                 if k not in decide.STATUS_KEYS
             }
             current["status"] = {**others, **outcome.status}
-        if outcome.earliest_expiry is not None:
-            namespace, name = key.split("/", 1)
-            metrics.CERTIFICATE_EXPIRY.labels(namespace, name).set(
-                outcome.earliest_expiry.timestamp()
-            )
-            self._gauged.add(key)
         return outcome.requeue_after
 
 
