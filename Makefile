@@ -36,6 +36,12 @@ help: ## list the targets
 test: ## the whole suite (lint, types, unit, interop, e2e on the local control plane)
 	hack/test.sh
 
+.PHONY: alerts-test
+alerts-test: ## the alerts and dashboard: promtool on the chart's rules, a real Prometheus on the operator
+	hack/setup.sh
+	eval "$$(hack/build-binaries.sh --print-env)" && eval "$$(hack/build-prometheus.sh --print-env)" && \
+	  $(PYTEST) -ra tests/unit/test_metrics.py tests/alerts tests/e2e/test_alerts.py $(PYTEST_ARGS)
+
 .PHONY: image
 image: ## build the operator image $(IMAGE):$(TAG) (needs docker or podman)
 	@[ -n "$(CONTAINER_ENGINE)" ] || { echo "make image: no docker or podman on PATH" >&2; exit 1; }

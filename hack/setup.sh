@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the demo and the tests need on a fresh machine:
 # system tools (Java keytool, OpenSSL, gcc), a virtualenv with the package and its dev extra,
-# and the pinned control-plane binaries (built once, cached outside the repository).
+# the pinned control-plane binaries, promtool and prometheus (built once, cached outside the
+# repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +31,5 @@ fi
 
 if [[ ${SKIP_BINARIES:-0} != 1 ]]; then
   hack/build-binaries.sh >&2
+  hack/build-prometheus.sh >&2 # promtool and prometheus, for the alert tests
 fi

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 hack/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 eval "$(hack/build-binaries.sh --print-env)"
+eval "$(hack/build-prometheus.sh --print-env)"
 
 echo "== ruff" && ruff check . && ruff format --check .
 echo "== mypy" && mypy

@@ -215,3 +215,12 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         assert panel["targets"], panel["title"]
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_service_monitor_keeps_the_cr_namespace_label(helm: str) -> None:
+    """Without honorLabels, the target's namespace would rename ours to exported_namespace and
+    every per-CR alert would name the operator's namespace instead of the CR's."""
+    monitor = one(template(helm, "--set", "metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "cbtls"

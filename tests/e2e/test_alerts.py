@@ -74,7 +74,7 @@ def firing(prom: ps.Prometheus, namespace: str) -> set[tuple[str, str, str]]:
 
 
 def grafana_expr(expr: str, namespace: str) -> str:
-    out = expr.replace("$job", re.escape(ps.JOB)).replace("$namespace", namespace)
+    out = expr.replace("$job", ps.JOB).replace("$namespace", namespace)
     for var, value in GRAFANA_VARS.items():
         out = out.replace(var, value)
     assert "$" not in out, f"a Grafana variable left in {out}"
