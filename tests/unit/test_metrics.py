@@ -199,6 +199,16 @@ def test_restarts_started_is_pure() -> None:
     assert metrics.restarts_started(after, before) == 0
 
 
+def test_a_status_not_written_by_the_operator_breaks_nothing(ns: str) -> None:
+    metrics.record(f"{ns}/cb", None, status())
+    bad = status(expires="next tuesday")
+    bad["windows"] = {"desired": "many", "ready": 0}
+    metrics.record(f"{ns}/cb", None, bad)  # logged, not raised
+    assert value(ns, "cobrowse_tls_certificate_expiry_timestamp_seconds") == (
+        datetime(2031, 5, 1, tzinfo=UTC).timestamp()
+    )
+
+
 def test_a_deleted_cr_leaves_no_series(ns: str) -> None:
     metrics.record(f"{ns}/a", None, status(workloads=[], windows={"desired": 1, "ready": 1}))
     metrics.record(f"{ns}/b", None, status())

@@ -13,6 +13,7 @@ lists every metric and counts the series.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -21,9 +22,11 @@ import prometheus_client
 from prometheus_client import core as prom_core
 from prometheus_client import registry as prom_registry
 
-from cobrowse_tls import __version__
+import cobrowse_tls
 from cobrowse_tls.api import stamps
 from cobrowse_tls.core import restart_plan
+
+log = logging.getLogger("cobrowse_tls.engine.metrics")
 
 REGISTRY = prometheus_client.CollectorRegistry()
 
@@ -54,7 +57,7 @@ QUEUE_DEPTH = prometheus_client.Gauge(
 BUILD_INFO = prometheus_client.Info(
     "cobrowse_tls_build", "The operator's release.", registry=REGISTRY
 )
-BUILD_INFO.info({"version": __version__})
+BUILD_INFO.info({"version": cobrowse_tls.__version__})
 
 CONDITION_STATUSES = ("True", "False", "Unknown")
 
@@ -212,7 +215,12 @@ def _split(key: str) -> tuple[str, str]:
 
 def record(key: str, before: Mapping[str, Any] | None, status: Mapping[str, Any]) -> None:
     """A reconcile of CR ``key`` (namespace/name) turned its status ``before`` into ``status``."""
-    _PER_RESOURCE.record(_split(key), before, status)
+    try:
+        _PER_RESOURCE.record(_split(key), before, status)
+    except (ValueError, TypeError, AttributeError) as exc:
+        # A status part the operator did not write (edited by hand, kept from an older
+        # release): its metrics stay as they were rather than the reconcile loop breaking.
+        log.warning("%s: status not understood for metrics (%s)", key, exc)
 
 
 def reconcile_failed(key: str) -> None:
