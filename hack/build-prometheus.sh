@@ -10,8 +10,10 @@
 # Prometheus 3.x is published on the module proxy as v0.3XX.Y (3.16.0 is v0.316.0). Built
 # without the `builtinassets` tag: no web UI, but the HTTP API the tests use is all there.
 # `remove_all_sd` leaves out the cloud service discoveries (static, file and HTTP SD stay),
-# which keeps a cold build to a few minutes. Output lives outside the repository, keyed by
-# the version; a run with everything present takes well under a second.
+# so the cloud SDKs they import are neither downloaded nor compiled. Measured cold (empty
+# module and build caches): 300 s user + 58 s system CPU, 19 min wall on a 2-core machine
+# shared with other builds (load 12-16). Output lives outside the repository, keyed by the
+# version; a run with everything present takes well under a second.
 set -euo pipefail
 
 PROMETHEUS_MODULE_VERSION=v0.316.0 # Prometheus 3.16.0
@@ -27,7 +29,7 @@ case "${1:-}" in
   --print-env) mode=env ;;
   --bin-dir) mode=dir ;;
   "") ;;
-  -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "build-prometheus: unknown option $1" >&2; exit 2 ;;
 esac
 

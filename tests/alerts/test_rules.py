@@ -148,6 +148,24 @@ def test_every_alert_says_what_and_where_and_links_its_runbook_section(
         assert anchor in anchors, f"docs/runbook.md has no section {alert['alert']}"
 
 
+def test_alerts_need_metrics(helm: str) -> None:
+    result = run_helm(
+        helm,
+        "template",
+        "x",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "metrics.enabled=false",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "prometheusRule.enabled needs metrics.enabled" in result.stderr
+
+
 BAD_VALUES = [
     (["--set", "prometheusRule.for.notReady=soon"], "notReady"),
     (["--set", "prometheusRule.caExpiryWarningDays=-1"], "caExpiryWarningDays"),
