@@ -12,6 +12,7 @@ import prometheus_client
 import pytest
 from prometheus_client import parser
 
+from cobrowse_tls.core import decide
 from cobrowse_tls.engine import metrics, reconciler
 from unit.test_controller import Recorder, cr
 
@@ -277,7 +278,7 @@ def test_controller_records_after_each_reconcile_and_forgets_on_delete(
 ) -> None:
     new_status = status(cond("Ready", "False", "SourceNotFound"))
     monkeypatch.setattr(
-        reconciler, "reconcile", lambda *_: reconciler.Outcome("invalid", status=new_status)
+        reconciler, "reconcile", lambda *_: decide.Decision("invalid", status=new_status)
     )
     c = Recorder()
     c.on_cobrowse_tls(None, cr("a", "s1", ns=ns))
@@ -297,7 +298,7 @@ def test_failing_reconciles_fill_the_retry_queue_until_one_succeeds(
         assert found is not None
         return found
 
-    def failing(*_: Any) -> reconciler.Outcome:
+    def failing(*_: Any) -> decide.Decision:
         raise kube.KubeError(500, "etcdserver: request timed out")
 
     before = depth()
@@ -308,9 +309,7 @@ def test_failing_reconciles_fill_the_retry_queue_until_one_succeeds(
     assert run(c, f"{ns}/a") is not None
     assert run(c, f"{ns}/b") is not None
     assert depth() == before + 2
-    monkeypatch.setattr(
-        reconciler, "reconcile", lambda *_: reconciler.Outcome("ok", status=status())
-    )
+    monkeypatch.setattr(reconciler, "reconcile", lambda *_: decide.Decision("ok", status=status()))
     run(c, f"{ns}/a")
     assert depth() == before + 1
     c.on_cobrowse_tls("DELETED", cr("b", "s1", ns=ns))
@@ -322,9 +321,9 @@ def test_a_cr_deleted_during_its_reconcile_leaves_no_series(
 ) -> None:
     c = Recorder()
 
-    def deleted_meanwhile(*_: Any) -> reconciler.Outcome:
+    def deleted_meanwhile(*_: Any) -> decide.Decision:
         c.on_cobrowse_tls("DELETED", cr("a", "s1", ns=ns))
-        return reconciler.Outcome("ok", status=status())
+        return decide.Decision("ok", status=status())
 
     monkeypatch.setattr(reconciler, "reconcile", deleted_meanwhile)
     c.on_cobrowse_tls(None, cr("a", "s1", ns=ns))
