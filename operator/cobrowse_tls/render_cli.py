@@ -7,13 +7,8 @@ one line on standard error naming the field or source, and nothing written.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import os
 import pathlib
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -21,7 +16,7 @@ from typing import Any, NoReturn
 import pydantic
 import yaml
 
-from cobrowse_tls import passwords
+from cobrowse_tls import passwords, render_input, render_output
 from cobrowse_tls.api import models
 from cobrowse_tls.core import agent_manifest, certs, render
 
@@ -32,62 +27,14 @@ class UsageError(Exception):
     """Bad input: printed as one line, exit status 2."""
 
 
-def _read_documents(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
-    docs: list[tuple[str, dict[str, Any]]] = []
+def _read_documents(paths: Sequence[str]) -> list[render_input.Document]:
+    docs: list[render_input.Document] = []
     for path in paths:
-        label = "<stdin>" if path == "-" else path
         try:
-            text = sys.stdin.read() if path == "-" else pathlib.Path(path).read_text("utf-8")
-        except OSError as exc:
-            raise UsageError(f"{label}: cannot read: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"{label}: not UTF-8 text") from None
-        try:
-            loaded = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "syntax error"
-            raise UsageError(f"{label}:{where}: invalid YAML: {problem}") from None
-        for index, doc in enumerate(loaded):
-            if doc is None:
-                continue
-            if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str):
-                raise UsageError(f"{label}: document {index + 1} is not a Kubernetes object")
-            docs.append((label, doc))
+            docs += render_input.load_documents(*render_input.read_file(path))
+        except render_input.InputError as exc:
+            raise UsageError(str(exc)) from None
     return docs
-
-
-def _object_name(label: str, doc: dict[str, Any]) -> str:
-    name = (doc.get("metadata") or {}).get("name")
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"{label}: a {doc['kind']} without metadata.name")
-    return name
-
-
-def _secret_data(label: str, name: str, doc: dict[str, Any]) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for key, value in (doc.get("data") or {}).items():
-        try:
-            out[str(key)] = base64.b64decode(str(value), validate=True)
-        except (binascii.Error, ValueError):
-            raise UsageError(f"{label}: secret {name} key {key}: data is not base64") from None
-    # As the API server does, stringData wins over data for the same key.
-    for key, value in (doc.get("stringData") or {}).items():
-        out[str(key)] = str(value).encode()
-    return out
-
-
-def _config_map_data(label: str, name: str, doc: dict[str, Any]) -> dict[str, bytes]:
-    out = {str(k): str(v).encode() for k, v in (doc.get("data") or {}).items()}
-    for key, value in (doc.get("binaryData") or {}).items():
-        try:
-            out[str(key)] = base64.b64decode(str(value), validate=True)
-        except (binascii.Error, ValueError):
-            raise UsageError(
-                f"{label}: configMap {name} key {key}: binaryData is not base64"
-            ) from None
-    return out
 
 
 def validation_message(exc: pydantic.ValidationError, prefix: str = "") -> str:
@@ -103,28 +50,57 @@ def validation_message(exc: pydantic.ValidationError, prefix: str = "") -> str:
 
 
 def load_inputs(paths: Sequence[str]) -> tuple[models.CobrowseTLS, render.ObjectData]:
-    tls_docs: list[tuple[str, dict[str, Any]]] = []
-    secrets_: dict[str, dict[str, bytes]] = {}
-    config_maps: dict[str, dict[str, bytes]] = {}
-    for label, doc in _read_documents(paths):
-        kind = doc["kind"]
-        if kind == models.KIND:
-            tls_docs.append((label, doc))
-        elif kind == "Secret" and doc.get("apiVersion", "v1") == "v1":
-            name = _object_name(label, doc)
-            secrets_[name] = _secret_data(label, name, doc)
-        elif kind == "ConfigMap" and doc.get("apiVersion", "v1") == "v1":
-            name = _object_name(label, doc)
-            config_maps[name] = _config_map_data(label, name, doc)
-        # Other kinds (the workloads, a Namespace) may share the file; they do not matter here.
+    docs = _read_documents(paths)
+    tls_docs = [d for d in docs if d.kind == models.KIND]
     if len(tls_docs) != 1:
         raise UsageError(f"expected exactly one {models.KIND} in the input, found {len(tls_docs)}")
-    label, doc = tls_docs[0]
+    doc = tls_docs[0]
     try:
-        tls = models.parse(doc)
+        tls = models.parse(doc.body)
     except pydantic.ValidationError as exc:
-        raise UsageError(validation_message(exc, f"{label}: {models.KIND} ")) from None
-    return tls, render.ObjectData(secrets=secrets_, config_maps=config_maps)
+        raise UsageError(validation_message(exc, f"{doc.label}: {models.KIND} ")) from None
+    return tls, _object_data(tls, docs)
+
+
+def _object_data(
+    tls: models.CobrowseTLS, docs: Sequence[render_input.Document]
+) -> render.ObjectData:
+    """The Secrets and ConfigMaps the operator could read for ``tls``, refusing objects that
+    applying the output would overwrite (the operator's OutputConflict)."""
+    secrets_: dict[str, dict[str, bytes]] = {}
+    config_maps: dict[str, dict[str, bytes]] = {}
+    try:
+        for doc in docs:
+            if doc.body["apiVersion"] != "v1" or doc.kind not in ("Secret", "ConfigMap"):
+                continue  # other kinds (the workloads, a Namespace) may share the file
+            name, data = (
+                render_input.secret_data(doc)
+                if doc.kind == "Secret"
+                else render_input.config_map_data(doc)
+            )
+            _check_not_an_output(tls, doc, name)
+            ns = render_input.namespace(doc)
+            if ns is not None and tls.metadata.namespace and ns != tls.metadata.namespace:
+                continue  # the operator reads sources only in the CobrowseTLS's namespace
+            (secrets_ if doc.kind == "Secret" else config_maps)[name] = data
+    except render_input.InputError as exc:
+        raise UsageError(str(exc)) from None
+    return render.ObjectData(secrets=secrets_, config_maps=config_maps)
+
+
+def _check_not_an_output(tls: models.CobrowseTLS, doc: render_input.Document, name: str) -> None:
+    ns = render_input.namespace(doc)
+    if ns is not None and tls.metadata.namespace and ns != tls.metadata.namespace:
+        return  # another namespace's object: neither an input nor an output of this one
+    outputs = {("ConfigMap", tls.security_config_map_name)}
+    if tls.spec.provider is not models.Provider.DISABLED:
+        outputs.add(("Secret", tls.truststore_secret_name))
+    if (doc.kind, name) in outputs and not render_input.owned_by(doc, tls.metadata.name):
+        raise UsageError(
+            f"{doc.where}: {doc.kind.lower()} {name} exists and is not managed by this"
+            f" {models.KIND}: its output would overwrite it; rename it or set"
+            f" spec.truststore.secretName ({render.OUTPUT_CONFLICT})"
+        )
 
 
 def _jks_password(tls: models.CobrowseTLS, found: render.ObjectData) -> str | None:
@@ -189,25 +165,10 @@ def manifests_yaml(rendered: render.Rendered) -> str:
 
 
 def write_files(files: dict[str, bytes], out_dir: pathlib.Path) -> None:
-    """Write all files or none: into a scratch directory first, then moved into place."""
-    out_dir = out_dir.absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for name, data in files.items():
-            path = scratch / name
-            path.write_bytes(data)
-            path.chmod(0o600 if name in _PRIVATE_FILES else 0o644)
-        if not out_dir.exists():
-            scratch.rename(out_dir)
-            return
-        for name in files:
-            os.replace(scratch / name, out_dir / name)
-        # Files of another provider from an earlier render would mislead whoever reads DIR.
-        for stale in set(render.ALL_FILES) - set(files):
-            (out_dir / stale).unlink(missing_ok=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    """Write all files or none (see render_output)."""
+    render_output.write_files(
+        files, out_dir, stale=set(render.ALL_FILES) - set(files), private=_PRIVATE_FILES
+    )
 
 
 def _fail(message: str) -> NoReturn:
@@ -258,8 +219,8 @@ def main(argv: Iterable[str]) -> int:
         return 0
     try:
         write_files(rendered.files, args.output_dir)
-    except OSError as exc:
-        _fail(f"{args.output_dir}: cannot write: {exc.strerror}")
+    except render_output.OutputError as exc:
+        _fail(str(exc))
     for name in rendered.files:
         print(args.output_dir / name)
     return 0

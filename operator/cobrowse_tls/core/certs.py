@@ -198,6 +198,9 @@ def _parse_binary(data: bytes, source: str, password: bytes | None) -> list[x509
 
 
 def _parse_pkcs12(data: bytes, source: str, password: bytes | None) -> list[x509.Certificate]:
+    if password is not None and not _is_utf8(password):
+        # cryptography raises a TypeError for such a password instead of a ValueError.
+        raise CertificateError(WRONG_PASSWORD, source, "the PKCS#12 password is not UTF-8 text")
     try:
         loaded = pkcs12.load_pkcs12(data, password)
     except ValueError:
@@ -226,6 +229,14 @@ def _pkcs12_failure(data: bytes, source: str, password: bytes | None) -> NoRetur
         raise CertificateError(
             INVALID_CERTIFICATE, source, f"invalid PKCS#12 data: {exc}"
         ) from None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # --- selection ---------------------------------------------------------------------------

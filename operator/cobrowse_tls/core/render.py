@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from cobrowse_tls.api import models, stamps
-from cobrowse_tls.core import agent_manifest, certs, truststores
+from cobrowse_tls.core import agent_manifest, certs, limits, truststores
 
 CA_PEM = "ca.pem"
 TRUSTSTORE_JKS = "truststore.jks"
@@ -37,6 +37,9 @@ ALL_FILES = SECRET_FILES + CONFIG_FILES
 SOURCE_NOT_FOUND = "SourceNotFound"
 PASSWORD_NOT_FOUND = "PasswordNotFound"
 INVALID_PASSWORD = "InvalidPassword"
+# A source or password names one of the objects this CobrowseTLS writes (the operator reports
+# the same reason when such an object exists and is someone else's).
+OUTPUT_CONFLICT = "OutputConflict"
 
 _CONNECTION_MODES = {
     models.ConnectionMode.TLS: "TLS",
@@ -103,6 +106,7 @@ def referenced_config_maps(tls: models.CobrowseTLS) -> list[str]:
 
 def resolve_sources(tls: models.CobrowseTLS, found: ObjectData) -> list[SourceData]:
     """Pick each source's bytes out of the objects found; a missing one is SourceNotFound."""
+    check_outputs_not_inputs(tls)
     if tls.spec.trusted_ca is None or tls.spec.provider is models.Provider.DISABLED:
         return []
     out: list[SourceData] = []
@@ -131,7 +135,74 @@ def resolve_sources(tls: models.CobrowseTLS, found: ObjectData) -> list[SourceDa
                 )
             password = data[pkey]
         out.append(SourceData(label, data[ref.key], password))
+    check_source_limits(out)
     return out
+
+
+def check_outputs_not_inputs(tls: models.CobrowseTLS) -> None:
+    """Refuse a spec that reads one of the objects it writes: applying the outputs would
+    replace the user's CA or password (``render | kubectl apply``), or the operator would feed
+    its own output back in as input."""
+    if tls.spec.provider is models.Provider.DISABLED:
+        return  # no Secret is written and no source is read
+    secret, config_map = tls.truststore_secret_name, tls.security_config_map_name
+    sources = tls.spec.trusted_ca.sources if tls.spec.trusted_ca is not None else []
+    for index, source in enumerate(sources):
+        if source.secret is not None and source.secret.name == secret:
+            clash = f"secret {secret!r} is this CobrowseTLS's truststore Secret"
+        elif source.config_map is not None and source.config_map.name == config_map:
+            clash = f"configMap {config_map!r} is this CobrowseTLS's security ConfigMap"
+        else:
+            continue
+        raise InvalidInput(
+            OUTPUT_CONFLICT,
+            f"spec.trustedCA.sources[{index}]",
+            f"{clash}: it would be overwritten; rename the source or set"
+            " spec.truststore.secretName",
+        )
+    ref = tls.spec.truststore.password_secret_ref
+    if tls.spec.provider is models.Provider.JKS and ref is not None and ref.name == secret:
+        raise InvalidInput(
+            OUTPUT_CONFLICT,
+            "spec.truststore.passwordSecretRef",
+            f"secret {secret!r} is this CobrowseTLS's truststore Secret: it would be"
+            " overwritten; name another Secret or set spec.truststore.secretName",
+        )
+
+
+def _too_large(where: str, detail: str) -> InvalidInput:
+    return InvalidInput(limits.TOO_LARGE, where, detail)
+
+
+def check_source_limits(sources: Sequence[SourceData]) -> None:
+    """Bound what parsing may cost before any certificate is parsed (see core.limits)."""
+    total = 0
+    for source in sources:
+        size = len(source.data)
+        total += size
+        if size > limits.SOURCE_BYTES:
+            raise _too_large(
+                source.label, f"{size} bytes, more than the limit of {limits.SOURCE_BYTES}"
+            )
+        # Counting BEGIN lines over-counts (keys, CRLs) but never under-counts certificates.
+        if source.data.count(b"-----BEGIN ") > limits.CERTIFICATES_PER_SOURCE:
+            raise _too_large(
+                source.label,
+                f"more than {limits.CERTIFICATES_PER_SOURCE} PEM blocks in one source",
+            )
+        if source.password is not None:
+            try:
+                source.password.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    INVALID_PASSWORD, source.label, "the PKCS#12 password is not UTF-8 text"
+                ) from None
+    if total > limits.ALL_SOURCES_BYTES:
+        raise _too_large(
+            certs.ALL_SOURCES,
+            f"{total} bytes in all sources together, more than the limit of"
+            f" {limits.ALL_SOURCES_BYTES}",
+        )
 
 
 def resolve_password(tls: models.CobrowseTLS, found: ObjectData) -> str | None:
@@ -210,7 +281,19 @@ def render(
         assert spec.trusted_ca is not None  # the model requires it unless Disabled
         parsed: list[certs.CACertificate] = []
         for source in sources:
-            parsed += certs.parse_source(source.data, source=source.label, password=source.password)
+            found = certs.parse_source(source.data, source=source.label, password=source.password)
+            if len(found) > limits.CERTIFICATES_PER_SOURCE:
+                raise _too_large(
+                    source.label,
+                    f"{len(found)} certificates, more than the limit of"
+                    f" {limits.CERTIFICATES_PER_SOURCE}",
+                )
+            parsed += found
+            if len(parsed) > limits.CERTIFICATES:
+                raise _too_large(
+                    certs.ALL_SOURCES,
+                    f"more than {limits.CERTIFICATES} certificates in all sources together",
+                )
         selection = certs.select(parsed, allow_non_ca=spec.trusted_ca.allow_non_ca, now=now)
     chosen = selection.certificates
     if provider is models.Provider.JKS:

@@ -6,6 +6,7 @@ Pure and deterministic: the same certificates in the same order always give the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import jks
@@ -15,15 +16,21 @@ from cobrowse_tls.core.certs import CACertificate
 __all__ = ["jks_aliases", "jks_truststore", "pem_bundle"]
 
 
+# Five dashes start and end every PEM boundary ("-----BEGIN CERTIFICATE-----"); some readers,
+# the project's own among them, look for boundaries anywhere in a line.
+_PEM_DASHES = re.compile(r"-{5,}")
+
+
 def _comment(text: str) -> str:
     # Subjects come from the input: keep each comment on one line so that no subject can end
     # the comment early or smuggle a PEM marker into the bundle, and keep the bundle ASCII
     # (as certifi's is) for consumers that do not expect UTF-8: escape like certifi does.
-    if text.isascii() and text.isprintable():
-        return text  # the common case, without the per-character loop
-    return "".join(
-        ch if " " <= ch <= "~" else ch.encode("unicode_escape").decode("ascii") for ch in text
-    )
+    if not (text.isascii() and text.isprintable()):
+        text = "".join(
+            ch if " " <= ch <= "~" else ch.encode("unicode_escape").decode("ascii") for ch in text
+        )
+    # No run of five dashes survives, so no PEM boundary can appear outside the PEM blocks.
+    return _PEM_DASHES.sub(lambda m: "\\x2d" * len(m.group()), text)
 
 
 def pem_bundle(certs: Sequence[CACertificate]) -> bytes:
