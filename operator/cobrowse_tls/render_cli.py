@@ -97,7 +97,7 @@ def _check_not_an_output(tls: models.CobrowseTLS, doc: render_input.Document, na
         outputs.add(("Secret", tls.truststore_secret_name))
     if (doc.kind, name) in outputs and not render_input.owned_by(doc, tls.metadata.name):
         raise UsageError(
-            f"{doc.where}: {doc.kind.lower()} {name} exists and is not managed by this"
+            f"{doc.where}: {doc.noun} {name} exists and is not managed by this"
             f" {models.KIND}: its output would overwrite it; rename it or set"
             f" spec.truststore.secretName ({render.OUTPUT_CONFLICT})"
         )

@@ -51,6 +51,11 @@ class Document:
         return str(self.body["kind"])
 
     @property
+    def noun(self) -> str:
+        """The kind as messages and source labels spell it: secret, configMap."""
+        return self.kind[:1].lower() + self.kind[1:]
+
+    @property
     def where(self) -> str:
         return self.label
 
@@ -93,6 +98,34 @@ _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 class _Loader(yaml.CSafeLoader):
     """SafeLoader (libyaml) with go-yaml's scalar types, as kubectl converts YAML to JSON."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # JSON keys are strings: kubectl writes integer and boolean keys as their text (and
+        # Python would merge the keys 1 and true). Merged (<<) pairs come first and may be
+        # overridden; other keys may not repeat, whatever their spelling.
+        merges = any(k.tag == "tag:yaml.org,2002:merge" for k, _ in node.value)
+        self.flatten_mapping(node)
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _json_key(self.construct_object(key_node, deep=deep), key_node)
+            if key in mapping and not merges:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} in a mapping", key_node.start_mark
+                )
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+def _json_key(key: Any, node: yaml.Node) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, int):
+        return str(key)
+    raise yaml.constructor.ConstructorError(
+        None, None, "a mapping key that is not a string, number or boolean", node.start_mark
+    )
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -291,24 +324,20 @@ def _field(doc: Document, name: str, field: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InputError(f"{doc.where}: {doc.kind.lower()} {name}: {field} is not a mapping")
+        raise InputError(f"{doc.where}: {doc.noun} {name}: {field} is not a mapping")
     out: dict[str, Any] = {}
     for key, item in value.items():
-        # JSON keys are strings: kubectl turns integer and boolean keys into their YAML text.
-        text = str(key).lower() if isinstance(key, bool) else key
-        text = str(text) if isinstance(text, int) else text
-        if not isinstance(text, str) or len(text) > 253 or not _KEY.match(text):
+        text = str(key)  # the loader made every key a string
+        if len(text) > 253 or not _KEY.match(text):
             raise InputError(
-                f"{doc.where}: {doc.kind.lower()} {name}: {field} key {_one_line(repr(key))[:80]}"
+                f"{doc.where}: {doc.noun} {name}: {field} key {_one_line(repr(text))[:80]}"
                 " is not a valid key (letters, digits, '-', '_', '.'; at most 253)"
             )
         if text in (".", "..") or text.startswith(".."):
-            raise InputError(
-                f"{doc.where}: {doc.kind.lower()} {name}: {field} key {text!r} is not allowed"
-            )
+            raise InputError(f"{doc.where}: {doc.noun} {name}: {field} key {text!r} is not allowed")
         if item is not None and not isinstance(item, str):
             raise InputError(
-                f"{doc.where}: {doc.kind.lower()} {name}: {field}.{text} is a"
+                f"{doc.where}: {doc.noun} {name}: {field}.{text} is a"
                 f" {_yaml_type(item)}, not a string"
             )
         out[text] = item or ""
@@ -341,7 +370,7 @@ def _decoded(doc: Document, name: str, field: str, data: Mapping[str, str]) -> d
             out[key] = decode_base64(value)
         except (binascii.Error, ValueError, UnicodeEncodeError):
             raise InputError(
-                f"{doc.where}: {doc.kind.lower()} {name} key {key}: {field} is not base64"
+                f"{doc.where}: {doc.noun} {name} key {key}: {field} is not base64"
             ) from None
     return out
 
@@ -350,7 +379,7 @@ def _check_size(doc: Document, name: str, data: Mapping[str, bytes]) -> None:
     total = sum(len(v) for v in data.values())
     if total > limits.OBJECT_DATA_BYTES:
         raise InputError(
-            f"{doc.where}: {doc.kind.lower()} {name}: {total} bytes of data, more than the"
+            f"{doc.where}: {doc.noun} {name}: {total} bytes of data, more than the"
             f" API server's limit of {limits.OBJECT_DATA_BYTES}"
         )
 
@@ -369,7 +398,7 @@ def config_map_data(doc: Document) -> tuple[str, dict[str, bytes]]:
     out = {k: v.encode() for k, v in _field(doc, name, "data").items()}
     binary = _decoded(doc, name, "binaryData", _field(doc, name, "binaryData"))
     for key in binary.keys() & out.keys():
-        raise InputError(f"{doc.where}: configmap {name}: key {key} is in both data and binaryData")
+        raise InputError(f"{doc.where}: configMap {name}: key {key} is in both data and binaryData")
     out.update(binary)
     _check_size(doc, name, out)
     return name, out
