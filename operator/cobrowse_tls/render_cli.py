@@ -103,7 +103,15 @@ def _check_not_an_output(tls: models.CobrowseTLS, doc: render_input.Document, na
         )
 
 
-def _jks_password(tls: models.CobrowseTLS, found: render.ObjectData) -> str | None:
+_GENERATED_PASSWORD = (
+    "generated a new truststore password; set spec.truststore.passwordSecretRef (or pass the"
+    " existing truststore Secret) to keep one"
+)
+
+
+def _jks_password(
+    tls: models.CobrowseTLS, found: render.ObjectData, notes: list[str]
+) -> str | None:
     password = render.resolve_password(tls, found)
     if password is not None or tls.spec.provider is not models.Provider.JKS:
         return password
@@ -114,21 +122,22 @@ def _jks_password(tls: models.CobrowseTLS, found: render.ObjectData) -> str | No
             existing[render.TRUSTSTORE_PASSWORD],
             f"secret {tls.truststore_secret_name} key {render.TRUSTSTORE_PASSWORD}",
         )
-    print(
-        "cobrowse-tls render: generated a new truststore password; set"
-        " spec.truststore.passwordSecretRef (or pass the existing truststore Secret) to keep one",
-        file=sys.stderr,
-    )
+    # Said only once everything is written: a failed run prints its one line and nothing else.
+    notes.append(_GENERATED_PASSWORD)
     return passwords.generate()
 
 
 def render_inputs(
-    paths: Sequence[str], now: datetime, agent: agent_manifest.AgentConfig | None = None
+    paths: Sequence[str],
+    now: datetime,
+    agent: agent_manifest.AgentConfig | None = None,
+    notes: list[str] | None = None,
 ) -> render.Rendered:
+    """Render; ``notes`` collects the warnings to print once the outputs are out."""
     tls, found = load_inputs(paths)
     try:
         sources = render.resolve_sources(tls, found)
-        password = _jks_password(tls, found)
+        password = _jks_password(tls, found, notes if notes is not None else [])
         return render.render(tls, sources, password=password, now=now, agent=agent)
     except render.InvalidInput as exc:
         raise UsageError(f"{exc.where}: {exc.detail} ({exc.reason})") from None
@@ -208,19 +217,25 @@ def main(argv: Iterable[str]) -> int:
         " --agent-image)",
     )
     args = parser.parse_args(list(argv))
+    notes: list[str] = []
     try:
         rendered = render_inputs(
-            args.files, datetime.now(UTC), agent_manifest.AgentConfig(image=args.agent_image)
+            args.files,
+            datetime.now(UTC),
+            agent_manifest.AgentConfig(image=args.agent_image),
+            notes,
         )
     except UsageError as exc:
         _fail(str(exc))
     if args.output_dir is None:
         sys.stdout.write(manifests_yaml(rendered))
-        return 0
-    try:
-        write_files(rendered.files, args.output_dir)
-    except render_output.OutputError as exc:
-        _fail(str(exc))
-    for name in rendered.files:
-        print(args.output_dir / name)
+    else:
+        try:
+            write_files(rendered.files, args.output_dir)
+        except render_output.OutputError as exc:
+            _fail(str(exc))
+        for name in rendered.files:
+            print(args.output_dir / name)
+    for note in notes:
+        print(f"cobrowse-tls render: {note}", file=sys.stderr)
     return 0
