@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+import cryptography.utils
 import pydantic
 import yaml
 
@@ -185,6 +187,13 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def _quiet_library_warnings() -> None:
+    # Standard error carries one line per failure and nothing else: cryptography warns about
+    # certificates it still reads (negative serial numbers, as in certifi's bundle) in
+    # several lines of its own.
+    warnings.filterwarnings("ignore", category=cryptography.utils.CryptographyDeprecationWarning)
+
+
 def main(argv: Iterable[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="cobrowse-tls render",
@@ -217,6 +226,7 @@ def main(argv: Iterable[str]) -> int:
         " --agent-image)",
     )
     args = parser.parse_args(list(argv))
+    _quiet_library_warnings()
     notes: list[str] = []
     try:
         rendered = render_inputs(

@@ -11,6 +11,7 @@ import base64
 import io
 import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys
@@ -609,3 +610,84 @@ def test_other_namespaces_are_not_sources(
     assert err == (
         f"{PREFIX}secret genesys-ca key ca.crt: secret 'genesys-ca' not found (SourceNotFound)\n"
     )
+
+
+# ---- memory, measured on the real command ----------------------------------------------------
+
+# Address space of the whole process (Python, cryptography, libyaml): a run that needed more
+# would die with MemoryError and a traceback instead of its one line.
+ADDRESS_SPACE = 400 * 1024 * 1024
+
+
+def _certifi_bundle() -> str:
+    certifi = pytest.importorskip("certifi")
+    return pathlib.Path(certifi.where()).read_text()
+
+
+def _roots_config_map(bundle: str) -> str:
+    body = "".join(f"    {line}\n" for line in bundle.splitlines())
+    head = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: roots}\n"
+    return head + "data:\n  bundle.pem: |\n" + body
+
+
+def _roots_tls(*extra_sources: dict[str, Any]) -> str:
+    sources = [{"configMap": {"name": "roots", "key": "bundle.pem"}}, *extra_sources]
+    return dump(tls_doc("PEM", trustedCA={"sources": sources}))
+
+
+BIG_FILES: dict[str, Callable[[], str]] = {
+    "a 40 MB PEM bundle": lambda: (
+        _roots_config_map(_certifi_bundle() * 140) + "---\n" + _roots_tls()
+    ),
+    "15 MB of list items": lambda: (
+        nested(1) + "apiVersion: v1\nkind: List\nmetadata: {}\nitems:\n" + "- a\n" * 3_900_000
+    ),
+    "an alias bomb": lambda: alias_bomb(12) + _roots_tls(),
+    "a 2.5 MB ConfigMap": lambda: (
+        _roots_config_map(_certifi_bundle() * 10) + "---\n" + _roots_tls()
+    ),
+    "certifi's bundle and a garbage source": lambda: (
+        _roots_config_map(_certifi_bundle()) + "---\n" + _roots_tls({"inline": "garbage"})
+    ),
+}
+
+
+def _bounded_render(*args: str) -> subprocess.CompletedProcess[str]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-m", "cobrowse_tls.cli", "render", *args],
+        env={**os.environ, "PYTHONPATH": str(repo / "operator")},
+        preexec_fn=limit,  # the child sets only its own limit
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(BIG_FILES))
+def test_hostile_files_in_bounded_memory(name: str, tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "in.yaml"
+    source.write_text(BIG_FILES[name]())
+    result = _bounded_render("-f", str(source), "--output-dir", str(tmp_path / "out"))
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.startswith(PREFIX)
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.yaml"]
+
+
+def test_dev_zero_in_bounded_memory(tmp_path: pathlib.Path) -> None:
+    result = _bounded_render("-f", "/dev/zero", "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"{PREFIX}/dev/zero: larger than the limit of {limits.FILE_BYTES} bytes\n"
+    )
+
+
+def test_certifi_bundle_in_bounded_memory_and_silent(tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "in.yaml"
+    source.write_text(_roots_config_map(_certifi_bundle()) + "---\n" + _roots_tls())
+    result = _bounded_render("-f", str(source), "--output-dir", str(tmp_path / "out"))
+    assert (result.returncode, result.stderr) == (0, "")
