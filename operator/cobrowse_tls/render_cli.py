@@ -183,8 +183,19 @@ def write_files(files: dict[str, bytes], out_dir: pathlib.Path) -> None:
 
 
 def _fail(message: str) -> NoReturn:
-    print(f"cobrowse-tls render: {message}", file=sys.stderr)
+    print(f"cobrowse-tls render: {one_line(message)}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def one_line(message: str) -> str:
+    """The message as one printable line: a path or name from the input may hold a line break
+    or a terminal escape; those are written as Python escapes."""
+    if message.isprintable():
+        return message
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in message
+    )
 
 
 def _quiet_library_warnings() -> None:

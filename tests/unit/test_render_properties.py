@@ -234,6 +234,19 @@ def yaml_text(draw: st.DrawFn) -> str:
     return text
 
 
+# Names of DIR and of the input file that end up in messages: one line, whatever they hold.
+HOSTILE_NAMES = [
+    "line\nbreak",
+    "carriage\rreturn",
+    "\x1b[31mred",
+    "tab\there",
+    "sp ace",
+    "\u00e9t\u00e9",
+    "\u2028sep",
+    ".hidden",
+    "-dash",
+]
+
 # ---- DIR --------------------------------------------------------------------------------------
 
 DIR_STATES = (
@@ -249,8 +262,10 @@ DIR_STATES = (
 )
 
 
-def _prepare(state: str, base: pathlib.Path, name: str) -> pathlib.Path:
-    out_dir = base / "out"
+def _prepare(state: str, base: pathlib.Path, name: str, dir_name: str) -> pathlib.Path:
+    if len(dir_name) > 255 and state not in ("absent", "deep-absent"):
+        dir_name = "out"  # no such directory can exist: only render's own attempt is of interest
+    out_dir = base / dir_name
     if state == "empty":
         out_dir.mkdir()
     elif state in ("good", "good-jks", "dir-in-place"):
@@ -280,7 +295,7 @@ def _prepare(state: str, base: pathlib.Path, name: str) -> pathlib.Path:
     elif state == "a-file":
         out_dir.write_text("a file")
     elif state == "deep-absent":
-        out_dir = base / "a" / "b" / "out"
+        out_dir = base / "a" / "b" / dir_name
     return out_dir
 
 
@@ -288,7 +303,7 @@ def _snapshot(base: pathlib.Path) -> dict[str, tuple[bytes, int]]:
     return {
         str(p.relative_to(base)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mode)
         for p in sorted(base.rglob("*"))
-        if p.name != "in.yaml"
+        if not p.name.startswith("in-")
     }
 
 
@@ -303,11 +318,11 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 
 def _check_outputs(out_dir: pathlib.Path, printed: str, before: set[str]) -> None:
-    names = {pathlib.Path(line).name for line in printed.splitlines()}
-    assert printed.splitlines() == [str(out_dir / n) for n in names] or names
-    assert names <= set(render.ALL_FILES)
+    # The path of each file written, one per line (DIR's own name may hold a line break).
     present = {p.name for p in out_dir.iterdir()}
-    assert names <= present
+    names = present & set(render.ALL_FILES)
+    assert all(f"{out_dir / n}\n" in printed for n in names)
+    assert len(printed) == sum(len(f"{out_dir / n}\n") for n in names)
     assert not [n for n in present if n.startswith(render_output.SCRATCH_PREFIX)]
     assert present - names <= before - set(render.ALL_FILES)  # stale files of render removed
     assert (out_dir / render.SECURITY_CFG).read_text().startswith("[security]\n")
@@ -327,12 +342,14 @@ def _check_outputs(out_dir: pathlib.Path, printed: str, before: set[str]) -> Non
     text=yaml_text(),
     state=st.one_of(st.sampled_from(DIR_STATES), mostly("good", "dir-in-place", "a-file")),
     in_place=st.sampled_from(["setenv.sh", "ca.pem", "truststore.jks", "security.cfg"]),
+    names=st.tuples(mostly("out", *HOSTILE_NAMES, "x" * 300), mostly("in.yaml", *HOSTILE_NAMES)),
 )
-def test_render_contract(text: str, state: str, in_place: str) -> None:
+def test_render_contract(text: str, state: str, in_place: str, names: tuple[str, str]) -> None:
+    dir_name, in_name = names
     with tempfile.TemporaryDirectory(prefix="render-prop-") as tmp:
         base = pathlib.Path(tmp)
-        out_dir = _prepare(state, base, in_place)
-        source = base / "in.yaml"
+        out_dir = _prepare(state, base, in_place, dir_name)
+        source = base / ("in-" + in_name)
         source.write_text(text, encoding="utf-8", errors="surrogatepass")
         before = _snapshot(base)
         before_names = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
