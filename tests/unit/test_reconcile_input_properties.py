@@ -1,4 +1,4 @@
-"""Property test of the reconciler's input path, with an in-memory fake API.
+"""Property test of the reconciler's input path, on the in-memory API server of the unit tests.
 
 Whatever the Secrets and ConfigMaps hold (as the API server hands them over: any bytes, up to
 its own size limit), whatever the spec names and whatever already sits where the outputs go,
@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cobrowse_tls.api import models, stamps
-from cobrowse_tls.core import certs, conditions, limits, render
+from cobrowse_tls.core import certs, conditions, decide, limits, render
+from cobrowse_tls.core import settings as settings_mod
 from cobrowse_tls.engine import reconciler
-from cobrowse_tls.engine import settings as settings_mod
+from unit.fake_cluster import FakeCluster
 from unit.strategies import PFX_PASSWORD, cert_bytes, known_material, mostly
 
 EXAMPLES = int(os.environ.get("COBROWSE_HYPOTHESIS_EXAMPLES", "150"))
@@ -32,53 +33,6 @@ RANDOM = os.environ.get("COBROWSE_HYPOTHESIS_RANDOM") == "1"
 MEMORY_BUDGET = 96 * 1024 * 1024
 NOW = datetime.now(UTC)  # the test certificates are valid around the real clock
 NAMESPACE = "genesys"
-OUTPUT_KINDS = {"Secret", "ConfigMap", "DaemonSet"}
-
-
-class FakeAPI:
-    """The calls a reconcile makes, against objects held in memory (as the API returns them)."""
-
-    def __init__(self, objects: list[dict[str, Any]]) -> None:
-        self.objects = {(o["kind"], o["metadata"]["name"]): o for o in objects}
-        self.applied: list[dict[str, Any]] = []
-        self.events: list[tuple[str, str, str]] = []
-        self.status_patches: list[dict[str, Any]] = []
-
-    def _get(self, kind: str, name: str) -> dict[str, Any] | None:
-        found = self.objects.get((kind, name))
-        return copy.deepcopy(found) if found is not None else None
-
-    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._get("Secret", name)
-
-    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._get("ConfigMap", name)
-
-    def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._get(kind, name)
-
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return []
-
-    def list_workloads(self, kind: str, namespace: str, selector: Any) -> list[dict[str, Any]]:
-        return []
-
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        self.applied.append(copy.deepcopy(obj))
-        self.objects[(obj["kind"], obj["metadata"]["name"])] = copy.deepcopy(obj)
-        return obj
-
-    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.status_patches.append(patch)
-
-    def create_event(self, involved: Any, *, type_: str, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
-
-    def delete_daemon_set(self, namespace: str, name: str) -> None:
-        self.objects.pop(("DaemonSet", name), None)
-
-    def set_finalizers(self, ns: str, name: str, finalizers: list[str], version: str) -> None:
-        pass
 
 
 def _secret(name: str, data: dict[str, bytes], labels: dict[str, str] | None = None) -> Any:
@@ -171,8 +125,6 @@ def state(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "name": "cobrowse",
             "namespace": NAMESPACE,
             "uid": "u1",
-            "generation": 1,
-            "resourceVersion": "7",
         },
         "spec": spec,
     }
@@ -180,8 +132,19 @@ def state(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return body, list({(o["kind"], o["metadata"]["name"]): o for o in objects}.values())
 
 
-def _reconcile(api: FakeAPI, body: dict[str, Any]) -> reconciler.Outcome:
-    return reconciler.reconcile(api, body, settings_mod.Settings(), NOW)  # type: ignore[arg-type]
+def _reconcile(fake: FakeCluster) -> decide.Decision:
+    body = fake.get(models.KIND, NAMESPACE, "cobrowse")
+    assert body is not None
+    return reconciler.reconcile(fake, body, settings_mod.Settings(), NOW)
+
+
+def _others(fake: FakeCluster) -> dict[Any, Any]:
+    """Everything in the fake but the CobrowseTLS itself (whose status the reconcile writes)."""
+    return {k: v for k, v in fake.objects.items() if k[0] != models.KIND}
+
+
+def _applied(fake: FakeCluster) -> list[tuple[str, str, str]]:
+    return [r for r in fake.requests if r[0] == "apply"]
 
 
 @settings(
@@ -195,53 +158,51 @@ def _reconcile(api: FakeAPI, body: dict[str, Any]) -> reconciler.Outcome:
 @given(state())
 def test_reconcile_input_contract(case: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
     body, objects = case
-    api = FakeAPI(objects)
-    before = copy.deepcopy(api.objects)
+    fake = FakeCluster(*objects, body)
+    before = copy.deepcopy(_others(fake))
     tracemalloc.start()
     try:
-        outcome = _reconcile(api, copy.deepcopy(body))
+        decision = _reconcile(fake)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < MEMORY_BUDGET, f"{peak} bytes at peak"
-    assert outcome.result in ("ok", "invalid"), outcome
-    event(f"result {outcome.result}")
-    assert outcome.status is not None
-    ready = conditions.find(outcome.status["conditions"], conditions.TRUST_STORE_READY)
+    assert decision.result in ("ok", "invalid"), decision
+    event(f"result {decision.result}")
+    assert decision.status is not None
+    ready = conditions.find(decision.status["conditions"], conditions.TRUST_STORE_READY)
     assert ready is not None
     assert "\n" not in ready["message"]
-    if outcome.result == "invalid":
+    if decision.result == "invalid":
         event(str(ready["reason"]))
         assert ready["status"] == "False"
         assert ready["reason"].isalpha()
         assert ready["reason"][0].isupper()
-        assert not [o for o in api.applied if o["kind"] in OUTPUT_KINDS]
-        assert api.objects == before  # the last good outputs stay as they were
-        assert [e[:2] for e in api.events] == [("Warning", ready["reason"])]
-        assert outcome.requeue_after is None
+        assert _applied(fake) == []
+        assert _others(fake) == before  # the last good outputs stay as they were
+        assert [e[:2] for e in fake.events] == [("Warning", ready["reason"])]
+        assert decision.requeue_after is None
     else:
         assert ready["status"] == "True"
-        secret = api.objects.get(("Secret", "cobrowse-truststore"))
         if body["spec"]["provider"] != "Disabled":
+            secret = fake.get("Secret", NAMESPACE, "cobrowse-truststore")
             assert secret is not None
             assert secret["metadata"]["labels"] == {**secret["metadata"]["labels"], **OWNED}
             bundle = base64.b64decode(secret["data"][render.CA_PEM])
             assert certs.parse_source(bundle, source="ca.pem")
     # Level-based and quiet: the same state again is not one more write or event.
-    body["status"] = outcome.status
-    api.applied.clear()
-    api.events.clear()
-    api.status_patches.clear()
-    again = _reconcile(api, copy.deepcopy(body))
-    assert again.result == outcome.result
-    assert (api.applied, api.events, api.status_patches) == ([], [], [])
+    fake.requests.clear()
+    fake.events.clear()
+    again = _reconcile(fake)
+    assert again.result == decision.result
+    assert (fake.writes, fake.events) == ([], [])
 
 
 def _cr(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": models.API_VERSION,
         "kind": models.KIND,
-        "metadata": {"name": "cobrowse", "namespace": NAMESPACE, "uid": "u1", "generation": 1},
+        "metadata": {"name": "cobrowse", "namespace": NAMESPACE, "uid": "u1"},
         "spec": {"application": {"type": "Node", "name": "CB"}, **spec},
     }
 
@@ -295,14 +256,14 @@ OPERATOR_CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]], str, str]]
 def test_bad_input_is_a_condition_and_an_event(
     name: str, spec: dict[str, Any], objects: list[dict[str, Any]], reason: str, message: str
 ) -> None:
-    api = FakeAPI(objects)
-    before = copy.deepcopy(api.objects)
-    outcome = _reconcile(api, _cr(spec))
-    assert outcome.result == "invalid"
-    assert outcome.status is not None
-    ready = conditions.find(outcome.status["conditions"], conditions.TRUST_STORE_READY)
+    fake = FakeCluster(*objects, _cr(spec))
+    before = copy.deepcopy(_others(fake))
+    decision = _reconcile(fake)
+    assert decision.result == "invalid"
+    assert decision.status is not None
+    ready = conditions.find(decision.status["conditions"], conditions.TRUST_STORE_READY)
     assert ready is not None
     assert (ready["status"], ready["reason"], ready["message"]) == ("False", reason, message)
-    assert [e[:2] for e in api.events] == [("Warning", reason)]
-    assert api.applied == []
-    assert api.objects == before
+    assert [e[:2] for e in fake.events] == [("Warning", reason)]
+    assert _applied(fake) == []
+    assert _others(fake) == before
