@@ -25,6 +25,10 @@ from cobrowse_tls.core import agent_manifest, certs, render
 _PRIVATE_FILES = {render.TRUSTSTORE_JKS, render.TRUSTSTORE_PASSWORD, render.SECURITY_OPTIONS_CFG}
 
 
+# The kinds render reads; the others in its files are checked and dropped.
+_KINDS = (models.KIND, "Secret", "ConfigMap")
+
+
 class UsageError(Exception):
     """Bad input: printed as one line, exit status 2."""
 
@@ -33,7 +37,8 @@ def _read_documents(paths: Sequence[str]) -> list[render_input.Document]:
     docs: list[render_input.Document] = []
     for path in paths:
         try:
-            docs += render_input.load_documents(*render_input.read_file(path))
+            label, text = render_input.read_file(path)
+            docs += render_input.load_documents(label, text, _KINDS)
         except render_input.InputError as exc:
             raise UsageError(str(exc)) from None
     return docs

@@ -27,7 +27,7 @@ import dataclasses
 import io
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, BinaryIO
 
 import yaml
@@ -162,6 +162,7 @@ class _Scan:
         self.stack: list[_Frame] = []
         self.anchors: dict[str, tuple[int, int]] = {}
         self.doc_nodes = 0
+        self.file_nodes = 0
         self.doc_size = 0
 
     def fail(self, line: int, message: str) -> InputError:
@@ -202,6 +203,11 @@ class _Scan:
 
     def count(self, nodes: int, size: int, line: int) -> None:
         self.doc_nodes += nodes
+        self.file_nodes += nodes
+        if self.file_nodes > limits.FILE_NODES:
+            raise self.fail(
+                line, f"the file holds more than {limits.FILE_NODES} nodes (aliases expanded)"
+            )
         self.doc_size += size
         if self.doc_nodes > limits.DOCUMENT_NODES:
             raise self.fail(
@@ -260,8 +266,9 @@ def _yaml_error(label: str, exc: yaml.YAMLError) -> InputError:
     return InputError(f"{label}:{where}: invalid YAML: {_one_line(str(problem))}")
 
 
-def load_documents(label: str, text: str) -> list[Document]:
-    """The objects of one file; empty documents are skipped."""
+def load_documents(label: str, text: str, kinds: Collection[str] | None = None) -> list[Document]:
+    """The objects of one file; empty documents are skipped, and so are objects of other
+    ``kinds`` once checked (the workloads of a GitOps repository need no memory here)."""
     try:
         _scan(label, text)
         loader = _Loader(text)
@@ -275,7 +282,9 @@ def load_documents(label: str, text: str) -> list[Document]:
                     continue
                 body = loader.construct_document(node)
                 if body is not None:
-                    docs.append(_document(label, index, _line(node), body))
+                    doc = _document(label, index, _line(node), body)
+                    if kinds is None or doc.kind in kinds:
+                        docs.append(doc)
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:

@@ -643,6 +643,11 @@ BIG_FILES: dict[str, Callable[[], str]] = {
         nested(1) + "apiVersion: v1\nkind: List\nmetadata: {}\nitems:\n" + "- a\n" * 3_900_000
     ),
     "an alias bomb": lambda: alias_bomb(12) + _roots_tls(),
+    "many documents of many nodes": lambda: (
+        ("---\napiVersion: v1\nkind: List\nmetadata: {}\nitems:\n" + "- a\n" * 150_000) * 8
+        + "---\n"
+        + _roots_tls()
+    ),
     "a 2.5 MB ConfigMap": lambda: (
         _roots_config_map(_certifi_bundle() * 10) + "---\n" + _roots_tls()
     ),
@@ -691,3 +696,21 @@ def test_certifi_bundle_in_bounded_memory_and_silent(tmp_path: pathlib.Path) -> 
     source.write_text(_roots_config_map(_certifi_bundle()) + "---\n" + _roots_tls())
     result = _bounded_render("-f", str(source), "--output-dir", str(tmp_path / "out"))
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_the_nodes_of_all_documents_of_a_file_are_bounded(
+    pki: pki_module.PKI,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same rule as the real limit (1,000,000), at a scale a unit test can afford.
+    monkeypatch.setattr(limits, "FILE_NODES", 1000)
+    filler = "---\napiVersion: v1\nkind: List\nmetadata: {}\nitems:\n" + "- a\n" * 300
+    source = tmp_path / "in.yaml"
+    source.write_text(pem_tls(pki) + filler * 3)
+    assert run(["-f", str(source)], capsys)[0] == 0  # 3 x 300 nodes and the rest: within
+    source.write_text(pem_tls(pki) + filler * 4)
+    code, out, err = run(["-f", str(source), "--output-dir", str(tmp_path / "out")], capsys)
+    assert (code, out) == (2, "")
+    assert err.endswith(": the file holds more than 1000 nodes (aliases expanded)\n")

@@ -25,6 +25,9 @@ FILE_BYTES = 16 * MiB
 # request body limit (3 MiB) and about what go-yaml allows before "excessive aliasing".
 DOCUMENT_BYTES = 3 * MiB
 DOCUMENT_NODES = 200_000
+# All the documents of one file: reading a node costs time (a few microseconds) even when the
+# document is of a kind render does not need.
+FILE_NODES = 1_000_000
 # Kubernetes objects nest about ten levels; CRD schemas a few dozen.
 NESTING_DEPTH = 100
 
