@@ -124,7 +124,7 @@ def _json_key(key: Any, node: yaml.Node) -> str:
     if isinstance(key, int):
         return str(key)
     raise yaml.constructor.ConstructorError(
-        None, None, "a mapping key that is not a string, number or boolean", node.start_mark
+        None, None, "a mapping key that is not a string, integer or boolean", node.start_mark
     )
 
 
