@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 import manual_table
-from cobrowse_tls.api import base, crd, models
+import rule_tables
+from cobrowse_tls.api import accounts, base, crd, models
 from unit.builders import Doc, tls_doc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -134,7 +135,12 @@ FULL_JKS: Doc = {
             {"kind": "Deployment", "selector": {"matchLabels": {"app": "cobrowse"}}},
             {
                 "kind": "DaemonSet",
-                "selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
+                "selector": {
+                    "matchExpressions": [
+                        {"key": "app", "operator": "In", "values": ["cobrowse"]},
+                        {"key": "canary", "operator": "DoesNotExist"},
+                    ]
+                },
             },
         ],
         "restart": {"policy": "Manual", "maxConcurrent": 2},
@@ -558,12 +564,39 @@ RULE_CASES: list[tuple[type[base.Model], Callable[[Doc], None], str]] = [
     (
         models.LabelSelector,
         lambda s: s.update(workloads=[{"kind": "Deployment", "selector": {}}]),
-        "a selector needs matchLabels or matchExpressions",
+        "a selector needs at least one matchLabels entry or an In expression",
     ),
     (
         models.LabelSelector,
         lambda s: s.update(workloads=[{"kind": "Deployment", "selector": {"matchLabels": {}}}]),
-        "a selector needs matchLabels or matchExpressions",
+        "a selector needs at least one matchLabels entry or an In expression",
+    ),
+    (
+        models.LabelSelectorRequirement,
+        lambda s: s.update(
+            workloads=[
+                {
+                    "kind": "Deployment",
+                    "selector": {"matchExpressions": [{"key": "a", "operator": "In"}]},
+                }
+            ]
+        ),
+        "operators In and NotIn need at least one value",
+    ),
+    (
+        models.LabelSelectorRequirement,
+        lambda s: s.update(
+            workloads=[
+                {
+                    "kind": "Deployment",
+                    "selector": {
+                        "matchLabels": {"a": "b"},
+                        "matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}],
+                    },
+                }
+            ]
+        ),
+        "operators Exists and DoesNotExist take no values",
     ),
     (
         models.Workload,
@@ -606,6 +639,11 @@ RULE_CASES: list[tuple[type[base.Model], Callable[[Doc], None], str]] = [
             windows={"location": "User", "account": "S-1-5-21-7-8-9-1001", "store": "Root"},
         ),
         "protected root list",
+    ),
+    (
+        models.Windows,
+        lambda s: s.update(provider="MSCAPI", windows={"location": "Service", "account": ".."}),
+        "account must not be '.' or '..'",
     ),
     (
         models.CobrowseTLSSpec,
@@ -718,6 +756,31 @@ def test_release_versions() -> None:
     # YAML reads an unquoted 8.5 as a number: refused, not guessed.
     doc = minimal(application={"type": "Node", "name": "CB", "version": 8.5})
     assert "Input should be a valid string" in errors_of(doc)
+
+
+@pytest.mark.parametrize(("selector", "accepted"), rule_tables.SELECTORS)
+def test_selector_table(selector: Doc, accepted: bool) -> None:
+    doc = minimal(workloads=[{"kind": "Deployment", "selector": selector}])
+    if accepted:
+        models.parse(doc)
+    else:
+        errors_of(doc)
+
+
+@pytest.mark.parametrize(("location", "account", "accepted"), rule_tables.ACCOUNTS)
+def test_account_table_model_and_agent_agree(location: str, account: str, accepted: bool) -> None:
+    windows: Doc = {"location": location}
+    if location == "User":
+        windows["store"] = "CA"  # User takes store CA only (a rule of its own)
+    if account:
+        windows["account"] = account
+    doc = minimal("MSCAPI", windows=windows)
+    if accepted:
+        models.parse(doc)
+    else:
+        errors_of(doc)
+    # The agent validates its --account with the very same rule.
+    assert (accounts.problem(location, account or None) is None) is accepted
 
 
 def test_duplicate_connection_names() -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, NoReturn
 from cobrowse_tls.agent import state
 from cobrowse_tls.agent.stores import LOCATIONS, STORE_NAMES, Store, StoreError, Target, thumbprint
 from cobrowse_tls.agent.sync import sync_owner
+from cobrowse_tls.api import accounts
 
 if TYPE_CHECKING:
     from cobrowse_tls.agent.winstore import Crypt32
@@ -168,8 +169,10 @@ def parse_config(args: argparse.Namespace) -> Config:
     location = _choice(str(_pick(args, "location")), LOCATIONS, "location")
     store = _choice(str(_pick(args, "store")), STORE_NAMES, "store")
     account = _pick(args, "account", required=False)
-    if account in (".", ".."):
-        raise UsageError(f"--account {account!r} is not an account")
+    # Exactly what the CRD and the model accept: the same rule, from the api package.
+    problem = accounts.problem(location, account)
+    if problem is not None:
+        raise UsageError(f"--location/--account {account!r}: {problem}")
     target = Target(location, store, account)
     from cobrowse_tls.agent.winstore import open_args
 

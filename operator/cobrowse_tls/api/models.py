@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from cobrowse_tls.api import base
+from cobrowse_tls.api import accounts, base
 
 GROUP = "tls.cobrowse.io"
 VERSION = "v1alpha1"
@@ -325,14 +325,42 @@ class Connection(base.Model):
     port: base.Port = pydantic.Field(description="Its secure (TLS) port.")
 
 
+SELECTOR_OPERATORS_WITH_VALUES = ("In", "NotIn")
+
+
 class LabelSelectorRequirement(base.Model):
     """A label selector requirement (as in metav1.LabelSelector)."""
 
-    key: str = pydantic.Field(min_length=1, description="The label key.")
+    key: str = pydantic.Field(min_length=1, max_length=317, description="The label key.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = pydantic.Field(
         description="In, NotIn, Exists or DoesNotExist."
     )
-    values: list[str] | None = pydantic.Field(default=None, description="Values for In and NotIn.")
+    values: list[Annotated[str, pydantic.Field(max_length=63)]] | None = pydantic.Field(
+        default=None,
+        max_length=64,
+        description="Values for In and NotIn (at least one); none for Exists and DoesNotExist.",
+    )
+
+    # As the API server's own selector validation: `app in ()` selects nothing and is refused.
+    rules = (
+        base.Rule(
+            cel="!(self.operator in ['In', 'NotIn'])"
+            " || (has(self.values) && size(self.values) > 0)",
+            message="operators In and NotIn need at least one value",
+            check=lambda r: r.operator not in SELECTOR_OPERATORS_WITH_VALUES or bool(r.values),
+        ),
+        base.Rule(
+            cel="self.operator in ['In', 'NotIn'] || !has(self.values) || size(self.values) == 0",
+            message="operators Exists and DoesNotExist take no values",
+            check=lambda r: r.operator in SELECTOR_OPERATORS_WITH_VALUES or not r.values,
+        ),
+    )
+
+
+def _names_workloads(selector: LabelSelector) -> bool:
+    if selector.match_labels:
+        return True
+    return any(r.operator == "In" and r.values for r in selector.match_expressions or ())
 
 
 class LabelSelector(base.Model):
@@ -342,16 +370,19 @@ class LabelSelector(base.Model):
         default=None, description="Labels the workload must carry."
     )
     match_expressions: list[LabelSelectorRequirement] | None = pydantic.Field(
-        default=None, description="Label requirements, ANDed."
+        default=None, max_length=16, description="Label requirements, ANDed."
     )
 
+    # A selector of only NotIn/Exists/DoesNotExist terms can match every workload of the
+    # namespace (`!x` does): restarts would reach workloads nobody named.
     rules = (
         base.Rule(
             cel="(has(self.matchLabels) && size(self.matchLabels) > 0)"
-            " || (has(self.matchExpressions) && size(self.matchExpressions) > 0)",
-            message="a selector needs matchLabels or matchExpressions (an empty selector"
-            " would select every workload)",
-            check=lambda s: bool(s.match_labels) or bool(s.match_expressions),
+            " || (has(self.matchExpressions) && self.matchExpressions.exists(e,"
+            " e.operator == 'In' && has(e.values) && size(e.values) > 0))",
+            message="a selector needs at least one matchLabels entry or an In expression with"
+            " values (NotIn, Exists and DoesNotExist alone could select every workload)",
+            check=_names_workloads,
         ),
     )
 
@@ -404,24 +435,33 @@ class Windows(base.Model):
     )
     account: str = pydantic.Field(
         default="",
-        max_length=256,
-        pattern=r"^[A-Za-z0-9_.$ -]*$",
+        max_length=accounts.MAX_LENGTH,
+        pattern=accounts.PATTERN,
         description="Service name (location Service) or user SID (location User).",
     )
 
+    # The same rule as the agent's (cobrowse_tls.api.accounts), so an accepted object never
+    # gives an agent that refuses to start.
     rules = (
         base.Rule(
             cel="(has(self.location) && self.location != 'LocalMachine')"
             " == (has(self.account) && self.account != '')",
-            message="account is required for location Service or User and must be empty for"
-            " LocalMachine",
+            message=accounts.MESSAGE_REQUIRED,
             check=lambda w: (w.location is not WindowsLocation.LOCAL_MACHINE) == (w.account != ""),
         ),
         base.Rule(
             cel="!has(self.location) || self.location != 'User'"
-            " || self.account.matches('^S-1-[0-9]+(-[0-9]+)+$')",
-            message="for location User, account is the user's SID (S-1-5-21-...)",
-            check=lambda w: w.location is not WindowsLocation.USER or _is_sid(w.account),
+            f" || self.account.matches('{accounts.SID_PATTERN}')",
+            message=accounts.MESSAGE_SID,
+            check=lambda w: w.location is not WindowsLocation.USER or accounts.is_sid(w.account),
+        ),
+        base.Rule(
+            cel="!has(self.account) || !(self.account in "
+            + "["
+            + ", ".join(f"'{r}'" for r in accounts.RESERVED)
+            + "])",
+            message=accounts.MESSAGE_RESERVED,
+            check=lambda w: w.account not in accounts.RESERVED,
         ),
         # CertOpenStore (CERT_SYSTEM_STORE_UNPROTECTED_FLAG): when the user's programs open
         # their Root store, roots that are not on the protected root list are dropped, and the
@@ -435,11 +475,6 @@ class Windows(base.Model):
             check=lambda w: w.location is not WindowsLocation.USER or w.store is WindowsStore.CA,
         ),
     )
-
-
-def _is_sid(value: str) -> bool:
-    parts = value.split("-")
-    return len(parts) >= 4 and parts[:2] == ["S", "1"] and all(p.isdigit() for p in parts[2:])
 
 
 class CobrowseTLSSpec(base.Model):
