@@ -134,6 +134,20 @@ def _jks_password(
     return passwords.generate()
 
 
+def _hash_key(
+    tls: models.CobrowseTLS, password: str | None, found: render.ObjectData
+) -> bytes | None:
+    """The operator's key, from the truststore Secret when given; never a new random one.
+
+    A key drawn here would make every run print other hashes; one derived from the inputs
+    would let anyone holding the other inputs (the spec, the CAs) test password guesses
+    against the hashes. Without the Secret the published hashes leave the password out.
+    """
+    if password is None:
+        return None
+    return render.kept_hash_key(dict(found.secrets.get(tls.truststore_secret_name, {})))
+
+
 def render_inputs(
     paths: Sequence[str],
     now: datetime,
@@ -145,7 +159,8 @@ def render_inputs(
     try:
         sources = render.resolve_sources(tls, found)
         password = _jks_password(tls, found, notes if notes is not None else [])
-        return render.render(tls, sources, password=password, now=now, agent=agent)
+        key = _hash_key(tls, password, found)
+        return render.render(tls, sources, password=password, now=now, agent=agent, hash_key=key)
     except render.InvalidInput as exc:
         raise UsageError(f"{exc.where}: {exc.detail} ({exc.reason})") from None
     except certs.CertificateError as exc:

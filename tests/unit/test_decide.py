@@ -246,6 +246,31 @@ def test_jks_password_is_generated_once_then_read_back_from_the_secret() -> None
     assert run(later).writes == ()
 
 
+def test_hash_key_is_drawn_once_then_kept_and_changes_only_with_the_password() -> None:
+    """No restart while nothing consumed changes; one when the password changes."""
+    body = cr("JKS", truststore={})
+    first = snapshot(body, new_password="pw-1", new_hash_key=b"k" * 32)
+    decision = run(first)
+    assert decision.rendered is not None
+    (secret,) = applied(decision, "Secret")
+    assert base64.b64decode(secret["data"][render.HASH_KEY]) == b"k" * 32
+    material = decision.rendered.material_hash
+    # Later reconciles draw other fresh values: the kept key (and password) win, nothing moves.
+    later = dataclasses.replace(
+        settle(first, decision), new_password="pw-2", new_hash_key=b"x" * 32
+    )
+    assert run(later).writes == ()
+    # The kept password is edited: the key stays, the published hashes change once.
+    assert later.secret is not None
+    edited = copy.deepcopy(dict(later.secret))
+    edited["data"][render.TRUSTSTORE_PASSWORD] = base64.b64encode(b"pw-new").decode()
+    changed = run(dataclasses.replace(later, secret=edited))
+    assert changed.rendered is not None
+    assert changed.rendered.material_hash != material
+    (rewritten,) = applied(changed, "Secret")
+    assert base64.b64decode(rewritten["data"][render.HASH_KEY]) == b"k" * 32
+
+
 def test_an_unusable_kept_password_is_replaced_with_a_note() -> None:
     last = good(cr("JKS", truststore={}), new_password="first-generated")
     assert last.secret is not None

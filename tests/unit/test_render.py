@@ -24,6 +24,8 @@ from cobrowse_tls.core import certs, render
 from unit.builders import Doc, tls_doc
 
 PASSWORD = "s3cret-Password"
+# What the operator generates once and keeps in the truststore Secret (random there).
+HASH_KEY = bytes(range(32))
 SH = shutil.which("sh")
 FROM_REF = "<resolve the password from passwordSecretRef>"
 
@@ -47,13 +49,14 @@ def do_render(
     doc: Doc,
     objects: render.ObjectData | None = None,
     password: str | None = FROM_REF,
+    hash_key: bytes | None = HASH_KEY,
 ) -> render.Rendered:
     tls = parse(doc)
     objects = objects if objects is not None else found(pki)
     sources = render.resolve_sources(tls, objects)
     if password is FROM_REF:
         password = render.resolve_password(tls, objects)
-    return render.render(tls, sources, password=password, now=pki.now)
+    return render.render(tls, sources, password=password, now=pki.now, hash_key=hash_key)
 
 
 def b64(data: dict[str, str]) -> dict[str, bytes]:
@@ -109,6 +112,7 @@ def test_jks_outputs(pki: pki_module.PKI) -> None:
         "truststore.jks",
         "truststore-password",
         "security-options.cfg",
+        "hash-key",
     }
     assert b64(out.secret["data"])["truststore-password"] == PASSWORD.encode()
     assert out.files["security.cfg"] == (
@@ -753,23 +757,82 @@ def test_material_hash_follows_what_workloads_consume(pki: pki_module.PKI) -> No
     assert again.input_hash == do_render(pki, tls_doc("JKS")).input_hash
 
 
+def _old_pbkdf2_input_hash(tls: models.CobrowseTLS, fingerprint: str, guess: str) -> str:
+    """The input hash as published before: the password through salted PBKDF2 (50,000 rounds),
+    which anyone reading the ConfigMap could recompute for each guess."""
+    salt = f"cobrowse-tls:{tls.metadata.namespace or ''}/{tls.metadata.name}"
+    derived = hashlib.pbkdf2_hmac("sha256", guess.encode(), salt.encode(), 50_000).hex()
+    spec = tls.spec.wire()
+    for key in ("workloads", "restart", "connections", "windows"):
+        spec.pop(key, None)
+    material = {
+        "name": tls.metadata.name,
+        "spec": spec,
+        "fingerprint": fingerprint,
+        "password": derived,
+    }
+    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def test_published_hashes_do_not_let_a_reader_test_password_guesses(
     pki: pki_module.PKI,
 ) -> None:
     out = do_render(pki, tls_doc("JKS"))
-    public = [out.input_hash, out.material_hash, out.config_map["metadata"]["annotations"]]
+    assert out.secret is not None
     tls = parse(tls_doc("JKS"))
-    # A fast hash of the password, alone or as the old recipe mixed it in, appears nowhere.
+    published = out.config_map["metadata"]["annotations"][render_annotation()]
+    assert published == out.input_hash
+    # The attacker's best case: the guess IS the password. The old recipe confirmed it.
+    assert _old_pbkdf2_input_hash(tls, out.fingerprint, PASSWORD) != published
+    # A fast hash of the password, alone or mixed in, appears nowhere either.
     fast = hashlib.sha256(PASSWORD.encode()).hexdigest()
-    assert fast not in str(public)
-    assert out.input_hash != render.input_hash(tls, out.fingerprint, None)
-    material = {
-        "name": tls.metadata.name,
-        "spec": tls.spec.wire(),
-        "fingerprint": out.fingerprint,
-        "password": fast,
-    }
-    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
-    assert "sha256:" + hashlib.sha256(canonical.encode()).hexdigest() != out.input_hash
-    # The password enters through a slow salted derivation, different per CobrowseTLS.
-    assert render.password_digest(PASSWORD, "a") != render.password_digest(PASSWORD, "b")
+    for guess_part in (fast, PASSWORD, None):
+        material = {
+            "name": tls.metadata.name,
+            "spec": tls.spec.wire(),
+            "fingerprint": out.fingerprint,
+            "password": guess_part,
+        }
+        canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+        assert "sha256:" + hashlib.sha256(canonical.encode()).hexdigest() != published
+    # Checking a guess needs the key, which is only in the Secret: with it (that is, with
+    # read access to the Secret, which holds the password anyway) the recipe reproduces the
+    # hash; with any other key it does not.
+    stolen = b64(out.secret["data"])[render.HASH_KEY]
+    assert stolen == HASH_KEY
+    assert render.input_hash(tls, out.fingerprint, PASSWORD, stolen) == published
+    assert render.input_hash(tls, out.fingerprint, PASSWORD, b"\1" * 32) != published
+    assert render.input_hash(tls, out.fingerprint, "wrong guess", stolen) != published
+    assert HASH_KEY.hex() not in str(out.config_map)
+    assert base64.b64encode(HASH_KEY).decode() not in str(out.config_map)
+
+
+def render_annotation() -> str:
+    return stamps.ANNOTATION_INPUT_HASH
+
+
+def test_hash_key_is_kept_and_only_with_a_password(pki: pki_module.PKI) -> None:
+    first = do_render(pki, tls_doc("JKS"))
+    again = do_render(pki, tls_doc("JKS"))
+    # Same key, same password: same hashes, so nothing restarts.
+    assert (first.input_hash, first.material_hash) == (again.input_hash, again.material_hash)
+    # The password changes, the key stays: both hashes change, once.
+    other = do_render(pki, tls_doc("JKS"), password="another-password")
+    assert other.material_hash != first.material_hash
+    assert other.input_hash != first.input_hash
+    # PEM has no password: no key in its Secret, hashes as before the key existed.
+    pem = do_render(pki, tls_doc("PEM"))
+    assert pem.secret is not None
+    assert render.HASH_KEY not in pem.secret["data"]
+    assert pem.input_hash == do_render(pki, tls_doc("PEM"), hash_key=None).input_hash
+    # Without a key (render without the truststore Secret) the password is left out of the
+    # published hashes rather than exposed to guessing; the Secret then holds no key.
+    keyless = do_render(pki, tls_doc("JKS"), hash_key=None)
+    assert keyless.secret is not None
+    assert render.HASH_KEY not in keyless.secret["data"]
+    assert keyless.input_hash == render.input_hash(
+        parse(tls_doc("JKS")), keyless.fingerprint, None, None
+    )
+    with pytest.raises(ValueError, match="hash_key"):
+        do_render(pki, tls_doc("JKS"), hash_key=b"short")

@@ -20,7 +20,7 @@ import yaml
 import pki as pki_module
 from cobrowse_tls import render_cli
 from cobrowse_tls.api import models
-from cobrowse_tls.core import render
+from cobrowse_tls.core import certs, render
 from unit.builders import Doc, config_map_doc, dump, secret_doc, tls_doc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -197,6 +197,7 @@ def test_manifests_printed_without_output_dir(
     secret, config_map = yaml.safe_load_all(out)
     assert secret["metadata"]["name"] == "cobrowse-truststore"
     assert secret["metadata"]["namespace"] == "genesys"
+    # No truststore Secret among the inputs: no hash key (the CLI never draws one).
     assert set(secret["data"]) == {
         "ca.pem",
         "truststore.jks",
@@ -334,6 +335,42 @@ def test_jks_password_kept_from_existing_truststore_secret(
     )
     assert (code, err) == (0, "")
     assert (out_dir / "truststore-password").read_bytes() == b"kept-password"
+
+
+def test_hash_key_comes_only_from_the_given_truststore_secret(
+    pki: pki_module.PKI, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same inputs, same bytes: the CLI never draws a key; it reuses the operator's."""
+    plain = write(tmp_path / "plain.yaml", *standard(pki, "JKS"))
+    first = run_main(["-f", str(plain)], capsys)
+    assert first == run_main(["-f", str(plain)], capsys)
+    secret, config_map = yaml.safe_load_all(first[1])
+    assert render.HASH_KEY not in secret["data"]
+    # Without the key the password is left out of the published hash: it still follows the
+    # spec and the CAs, and offers nothing to test a password guess against.
+    tls = models.parse(standard(pki, "JKS")[-1])
+    annotation = config_map["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
+    assert annotation == render.input_hash(tls, _fingerprint(secret), None, None)
+
+    key = bytes(range(100, 132))
+    kept = secret_doc("cobrowse-truststore", {render.HASH_KEY: key})
+    kept["metadata"]["labels"] = {  # the operator's output, as `kubectl get -o yaml` gives it
+        "app.kubernetes.io/managed-by": "cobrowse-tls-operator",
+        "tls.cobrowse.io/owner": "cobrowse",
+    }
+    with_key = write(tmp_path / "with-key.yaml", *standard(pki, "JKS"), kept)
+    code, out, err = run_main(["-f", str(with_key)], capsys)
+    assert (code, err) == (0, "")
+    assert (code, out, err) == run_main(["-f", str(with_key)], capsys)
+    secret, config_map = yaml.safe_load_all(out)
+    assert base64.b64decode(secret["data"][render.HASH_KEY]) == key
+    annotation = config_map["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
+    assert annotation == render.input_hash(tls, _fingerprint(secret), PASSWORD.decode(), key)
+
+
+def _fingerprint(secret: Doc) -> str:
+    pem = base64.b64decode(secret["data"]["ca.pem"])
+    return certs.fingerprint(certs.parse_source(pem, source="ca.pem"))
 
 
 def test_jks_password_generated_with_a_warning(

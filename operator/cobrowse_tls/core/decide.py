@@ -57,6 +57,8 @@ class Snapshot:
     agent_events: tuple[Obj, ...] = ()  # its FailedCreate events, while it lacks pods
     connections: tuple[bool, str, str] | None = None  # the handshakes, when they were made
     new_password: str | None = None  # a fresh JKS password, used when none is named or kept
+    # A fresh key for the password's part of the published hashes, used when none is kept.
+    new_hash_key: bytes | None = None
 
 
 def parse(body: Obj) -> tuple[models.CobrowseTLS | None, str | None]:
@@ -200,6 +202,18 @@ def _jks_password(snap: Snapshot, tls: models.CobrowseTLS, notes: list[str]) -> 
     return snap.new_password
 
 
+def _hash_key(snap: Snapshot, tls: models.CobrowseTLS, password: str | None) -> bytes | None:
+    """The key kept in our Secret; else the fresh one (then kept, like a generated password)."""
+    if password is None:
+        return None
+    existing = snap.secret
+    if existing is not None and owned_by(existing, tls.metadata.name):
+        kept = render.kept_hash_key(decode_data(existing))
+        if kept is not None:
+            return kept
+    return snap.new_hash_key
+
+
 def render_outputs(
     snap: Snapshot, settings: settings_mod.Settings, now: datetime, notes: list[str] | None = None
 ) -> render.Rendered:
@@ -211,7 +225,14 @@ def render_outputs(
         raise snap.source_error
     sources = render.resolve_sources(tls, snap.sources)
     password = _jks_password(snap, tls, notes if notes is not None else [])
-    return render.render(tls, sources, password=password, now=now, agent=settings.agent)
+    return render.render(
+        tls,
+        sources,
+        password=password,
+        now=now,
+        agent=settings.agent,
+        hash_key=_hash_key(snap, tls, password),
+    )
 
 
 def trust_store_status(tls: models.CobrowseTLS, rendered: render.Rendered) -> dict[str, Any]:

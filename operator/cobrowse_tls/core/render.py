@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -267,12 +267,17 @@ def render(
     password: str | None,
     now: datetime,
     agent: agent_manifest.AgentConfig | None = None,
+    hash_key: bytes | None = None,
 ) -> Rendered:
     """Render every output. Raises InvalidInput or certs.CertificateError on bad input.
 
     ``agent`` (operator configuration) is needed only for provider MSCAPI; default settings
-    are used when it is not given.
+    are used when it is not given. ``hash_key`` (random, at least HASH_KEY_MIN_BYTES, kept in
+    the truststore Secret) keys the password's part of the published hashes; it is used, and
+    stored in the Secret, only when there is a password.
     """
+    if hash_key is not None and len(hash_key) < HASH_KEY_MIN_BYTES:
+        raise ValueError(f"hash_key: at least {HASH_KEY_MIN_BYTES} bytes")
     spec = tls.spec
     provider = spec.provider
     if provider is models.Provider.DISABLED:
@@ -320,21 +325,23 @@ def render(
         files[CONNECTIONS_YAML] = connections_yaml(tls).encode()
 
     fingerprint = certs.fingerprint(chosen)
-    digest = input_hash(tls, fingerprint, password)
+    key = hash_key if password is not None else None
+    digest = input_hash(tls, fingerprint, password, key)
     labels = {stamps.LABEL_MANAGED_BY: stamps.MANAGER, stamps.LABEL_OWNER: tls.metadata.name}
     annotations = {stamps.ANNOTATION_INPUT_HASH: digest}
     secret = None
     if provider is not models.Provider.DISABLED:
+        secret_data = {
+            k: base64.b64encode(v).decode("ascii") for k, v in files.items() if k in SECRET_FILES
+        }
+        if key is not None:
+            secret_data[HASH_KEY] = base64.b64encode(key).decode("ascii")
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": _metadata(tls, tls.truststore_secret_name, labels, annotations),
             "type": "Opaque",
-            "data": {
-                k: base64.b64encode(v).decode("ascii")
-                for k, v in files.items()
-                if k in SECRET_FILES
-            },
+            "data": secret_data,
         }
     config_map = {
         "apiVersion": "v1",
@@ -358,7 +365,7 @@ def render(
         fingerprint=fingerprint,
         input_hash=digest,
         aliases=aliases,
-        material_hash=material_hash(tls, files, aliases, password),
+        material_hash=material_hash(tls, files, aliases, password, key),
         daemon_set=daemon_set,
     )
 
@@ -399,20 +406,33 @@ def _plain_aliases(base: str, count: int) -> list[str]:
     return truststores.jks_aliases(base, count)
 
 
-# Hashes published in annotations and status must not let a reader test password guesses, so
-# the password enters them only through a slow, salted derivation (memoized: computed once per
-# password and CR per process).
-_PASSWORD_ROUNDS = 50_000
+# Hashes published outside the truststore Secret (annotations, status, events, workloads) must
+# not let a reader test password guesses. The password enters them only as an HMAC keyed with a
+# random value that lives only in that Secret (HASH_KEY): without the Secret a guess cannot be
+# checked, however fast the hash. The key is generated once by the caller and then kept, like a
+# generated password, so an unchanged password gives unchanged hashes.
+HASH_KEY = "hash-key"
+HASH_KEY_MIN_BYTES = 32
 
 
-@functools.lru_cache(maxsize=4096)
-def password_digest(password: str, salt: str) -> str:
-    derived = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), _PASSWORD_ROUNDS)
-    return derived.hex()
+def kept_hash_key(data: Mapping[str, bytes] | None) -> bytes | None:
+    """The key stored in a truststore Secret's data, if it is a usable one."""
+    key = (data or {}).get(HASH_KEY)
+    if key is None or len(key) < HASH_KEY_MIN_BYTES:
+        return None
+    return key
 
 
-def _salt(tls: models.CobrowseTLS) -> str:
-    return f"cobrowse-tls:{tls.metadata.namespace or ''}/{tls.metadata.name}"
+def password_digest(password: str, key: bytes) -> str:
+    return hmac.new(key, b"truststore-password\0" + password.encode(), hashlib.sha256).hexdigest()
+
+
+def _password_part(password: str | None, hash_key: bytes | None) -> str | None:
+    # No key (render without the truststore Secret): the hashes leave the password out rather
+    # than publish anything a guess could be checked against.
+    if password is None or hash_key is None:
+        return None
+    return password_digest(password, hash_key)
 
 
 def _output_spec(tls: models.CobrowseTLS) -> dict[str, Any]:
@@ -426,13 +446,15 @@ def _output_spec(tls: models.CobrowseTLS) -> dict[str, Any]:
     return spec
 
 
-def input_hash(tls: models.CobrowseTLS, fingerprint: str, password: str | None) -> str:
+def input_hash(
+    tls: models.CobrowseTLS, fingerprint: str, password: str | None, hash_key: bytes | None
+) -> str:
     """sha256 over what decides the Secret and ConfigMap: spec, certificate set, password."""
     material = {
         "name": tls.metadata.name,
         "spec": _output_spec(tls),
         "fingerprint": fingerprint,
-        "password": password_digest(password, _salt(tls)) if password else None,
+        "password": _password_part(password, hash_key),
     }
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
@@ -446,6 +468,7 @@ def material_hash(
     files: Mapping[str, bytes],
     aliases: Sequence[str],
     password: str | None,
+    hash_key: bytes | None,
 ) -> str:
     """What the workloads consume: every rendered file; the JKS as its inputs (certificates,
     aliases, password), since its bytes would let a reader test password guesses.
@@ -458,8 +481,9 @@ def material_hash(
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest() + b"\0")
     if TRUSTSTORE_JKS in files:
         digest.update(b"jks\0" + "\0".join(aliases).encode() + b"\0")
-    if password is not None and TRUSTSTORE_PASSWORD in files:
-        digest.update(b"password\0" + password_digest(password, _salt(tls)).encode())
+    part = _password_part(password, hash_key)
+    if part is not None and TRUSTSTORE_PASSWORD in files:
+        digest.update(b"password\0" + part.encode())
     return "sha256:" + digest.hexdigest()
 
 

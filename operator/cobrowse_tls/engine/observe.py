@@ -34,6 +34,7 @@ def observe(
     if tls is None:
         return snap
     namespace = tls.metadata.namespace or "default"
+    jks = tls.spec.provider is models.Provider.JKS
     sources, source_error = _sources(client, tls)
     snap = dataclasses.replace(
         snap,
@@ -42,7 +43,8 @@ def observe(
         secret=client.get_secret(namespace, tls.truststore_secret_name),
         config_map=client.get_config_map(namespace, tls.security_config_map_name),
         workloads=_targets(client, tls),
-        new_password=passwords.generate() if tls.spec.provider is models.Provider.JKS else None,
+        new_password=passwords.generate() if jks else None,
+        new_hash_key=passwords.generate_hash_key() if jks else None,
     )
     mscapi = tls.spec.provider is models.Provider.MSCAPI
     if mscapi or agent_manifest.FINALIZER in finalizers:
