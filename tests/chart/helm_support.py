@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "cobrowse-tls-operator"
 # The Kubernetes release the chart is tested against (the local control plane's). Passed
 # explicitly: a helm built with plain `go install` assumes v1.20 for offline rendering,
-# which the chart's kubeVersion (>=1.25) rejects.
+# which the chart's kubeVersion (>=1.30) rejects.
 KUBE_VERSION = "v1.36.2"
 
 

@@ -23,7 +23,7 @@ from chart.helm_support import (
 
 VALUES_FILES = sorted((Path(__file__).parent / "values").glob("*.yaml"))
 
-Rule = tuple[str, str, frozenset[str]]  # (apiGroup, resource, verbs)
+Rule = tuple[str, str, frozenset[str]]  # (apiGroup, resource[names], verbs)
 
 # Exactly what operator/cobrowse_tls/engine/kube.py calls, plus kopf's events.
 NAMESPACED_RULES: set[Rule] = {
@@ -34,12 +34,22 @@ NAMESPACED_RULES: set[Rule] = {
     ("", "events", frozenset({"create", "list"})),
     ("apps", "deployments", frozenset({"get", "list", "patch"})),
     ("apps", "statefulsets", frozenset({"get", "list", "patch"})),
-    ("apps", "daemonsets", frozenset({"get", "list", "create", "patch", "delete"})),
+    ("apps", "daemonsets", frozenset({"get", "list", "patch"})),
+}
+# Only where MSCAPI is allowed: the agent DaemonSet's creation and deletion, its pods.
+AGENT_RULES: set[Rule] = {
+    ("apps", "daemonsets", frozenset({"create", "delete"})),
     ("", "pods", frozenset({"list"})),
 }
 CRD_RULE: Rule = ("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"}))
 NAMESPACES_RULE: Rule = ("", "namespaces", frozenset({"list", "watch"}))
-PEERING_VERBS = frozenset({"get", "list", "watch", "patch"})
+
+
+def peering_rules(resource: str, name: str) -> set[Rule]:
+    return {
+        ("kopf.dev", f"{resource}[{name}]", frozenset({"get", "patch"})),
+        ("kopf.dev", resource, frozenset({"list", "watch"})),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +57,30 @@ def helm() -> str:
     return find_helm()
 
 
+def merged(*rule_sets: set[Rule]) -> set[Rule]:
+    """Rule sets as one role grants them: the verbs of the same resource together."""
+    verbs: dict[tuple[str, str], set[str]] = {}
+    for rule_set in rule_sets:
+        for group, resource, vs in rule_set:
+            verbs.setdefault((group, resource), set()).update(vs)
+    return {(g, r, frozenset(v)) for (g, r), v in verbs.items()}
+
+
 def rules(role: Mapping[str, Any]) -> set[Rule]:
-    """A role's rules flattened to one (group, resource, verbs) per resource; no duplicates."""
-    out: list[Rule] = []
+    """A role's rules, one (group, resource, verbs) per resource; resourceNames in brackets.
+
+    No URLs; no verb granted twice for the same resource."""
+    out: dict[tuple[str, str], list[str]] = {}
     for rule in role["rules"]:
-        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames, no URLs
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, rule
+        names = ",".join(rule.get("resourceNames", ()))
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                out.append((group, resource, frozenset(rule["verbs"])))
-    assert len(out) == len(set(out)), out
-    assert len({(g, r) for g, r, _ in out}) == len(out), f"a resource listed twice: {out}"
-    return set(out)
+                key = (group, f"{resource}[{names}]" if names else resource)
+                out.setdefault(key, []).extend(rule["verbs"])
+    for key, vs in out.items():
+        assert len(vs) == len(set(vs)), f"{key}: a verb granted twice: {vs}"
+    return {(g, r, frozenset(vs)) for (g, r), vs in out.items()}
 
 
 def container(objs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -106,6 +129,13 @@ def test_lint_and_template_non_default_values(helm: str, values_file: Path) -> N
 
 # -- objects and security -------------------------------------------------------------------------
 
+CLUSTER_SCOPED = (
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
+
 
 def test_default_objects(helm: str) -> None:
     objs = template(helm)
@@ -116,12 +146,14 @@ def test_default_objects(helm: str) -> None:
         ("Deployment", "cbtls-cobrowse-tls-operator"),
         ("Service", "cbtls-cobrowse-tls-operator-metrics"),
         ("ServiceAccount", "cbtls-cobrowse-tls-operator"),
+        ("ValidatingAdmissionPolicy", "cbtls-cobrowse-tls-operator"),
+        ("ValidatingAdmissionPolicyBinding", "cbtls-cobrowse-tls-operator"),
     ]
     for o in objs:
         labels = o["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == "cbtls"
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if o["kind"] not in CLUSTER_SCOPED:
             assert o["metadata"]["namespace"] == "cbtls-system"
 
 
@@ -332,6 +364,171 @@ def test_existing_service_account(helm: str) -> None:
     assert one(objs, "ClusterRoleBinding")["subjects"][0]["name"] == "x"
 
 
+# -- MSCAPI opt-in -------------------------------------------------------------------------------
+
+
+def test_mscapi_allowed_nowhere_by_default(helm: str) -> None:
+    objs = template(helm)
+    assert "--mscapi" not in json.dumps(container(objs)["args"])
+    assert [r["metadata"]["name"] for r in by_kind(objs, "ClusterRole")] == [
+        "cbtls-cobrowse-tls-operator"
+    ]
+    assert "pods" not in json.dumps(objs)
+
+
+def test_mscapi_namespaces_cluster_wide(helm: str) -> None:
+    objs = template(helm, "--set", "mscapi.namespaces={genesys,genesys-b}")
+    args = container(objs)["args"]
+    assert [a for a in args if a.startswith("--mscapi")] == [
+        "--mscapi-namespace=genesys",
+        "--mscapi-namespace=genesys-b",
+    ]
+    roles = {r["metadata"]["name"]: r for r in by_kind(objs, "ClusterRole")}
+    assert rules(roles["cbtls-cobrowse-tls-operator"]) == NAMESPACED_RULES | {CRD_RULE}
+    assert rules(roles["cbtls-cobrowse-tls-operator-mscapi"]) == AGENT_RULES
+    # Bound only in the allowed namespaces, never cluster-wide.
+    bindings = by_kind(objs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["genesys", "genesys-b"]
+    for b in bindings:
+        assert b["roleRef"]["name"] == "cbtls-cobrowse-tls-operator-mscapi"
+    assert len(by_kind(objs, "ClusterRoleBinding")) == 1
+
+
+def test_mscapi_namespace_labels_cluster_wide(helm: str, tmp_path: Path) -> None:
+    objs = template(
+        helm,
+        values={"mscapi": {"namespaceLabels": {"tls.cobrowse.io/mscapi": "yes"}}},
+        tmp=tmp_path,
+    )
+    assert "--mscapi-namespace-label=tls.cobrowse.io/mscapi=yes" in container(objs)["args"]
+    roles = {r["metadata"]["name"]: r for r in by_kind(objs, "ClusterRole")}
+    assert rules(roles["cbtls-cobrowse-tls-operator"]) == NAMESPACED_RULES | {
+        CRD_RULE,
+        ("", "namespaces", frozenset({"get"})),
+    }
+    bindings = {b["metadata"]["name"]: b for b in by_kind(objs, "ClusterRoleBinding")}
+    assert bindings["cbtls-cobrowse-tls-operator-mscapi"]["roleRef"]["name"] == (
+        "cbtls-cobrowse-tls-operator-mscapi"
+    )
+
+
+def test_mscapi_namespaced_mode(helm: str, tmp_path: Path) -> None:
+    objs = template(
+        helm,
+        values={
+            "watchNamespaces": ["ns-a", "ns-b"],
+            "mscapi": {"namespaces": ["ns-b"], "namespaceLabels": {"win": "ok"}},
+            "rbac": {"namespaceDiscovery": False},
+        },
+        tmp=tmp_path,
+    )
+    # Labels: the watched namespaces' labels, by name, and nothing else cluster-wide.
+    assert rules(one(objs, "ClusterRole")) == {
+        CRD_RULE,
+        ("", "namespaces[ns-a,ns-b]", frozenset({"get"})),
+    }
+    for role in by_kind(objs, "Role"):
+        assert rules(role) == merged(NAMESPACED_RULES, AGENT_RULES)
+    objs = template(
+        helm,
+        values={"watchNamespaces": ["ns-a", "ns-b"], "mscapi": {"namespaces": ["ns-b"]}},
+        tmp=tmp_path,
+    )
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(objs, "Role")}
+    assert rules(roles["ns-a"]) == NAMESPACED_RULES
+    assert rules(roles["ns-b"]) == merged(NAMESPACED_RULES, AGENT_RULES)
+    assert "namespaces[" not in json.dumps(objs)
+
+
+# -- the admission policy -------------------------------------------------------------------------
+
+
+def policy_variables(objs: list[dict[str, Any]]) -> dict[str, str]:
+    policy = one(objs, "ValidatingAdmissionPolicy")
+    return {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+
+
+def test_admission_policy_matches_only_the_operator(helm: str) -> None:
+    objs = template(helm)
+    policy = one(objs, "ValidatingAdmissionPolicy")
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    (condition,) = spec["matchConditions"]
+    assert condition["expression"] == (
+        'request.userInfo.username == "system:serviceaccount:cbtls-system:'
+        'cbtls-cobrowse-tls-operator"'
+    )
+    # Every write of that identity is seen (reads never reach admission).
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["*/*"]
+    assert rule["apiGroups"] == ["*"]
+    assert set(rule["operations"]) == {"CREATE", "UPDATE", "DELETE", "CONNECT"}
+    for validation in spec["validations"]:
+        assert validation["reason"] == "Forbidden"
+        text = validation.get("message") or validation["messageExpression"]
+        assert "cobrowse-tls-operator admission policy" in text
+    binding = one(objs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    sa = template(helm, "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=x")
+    (condition,) = one(sa, "ValidatingAdmissionPolicy")["spec"]["matchConditions"]
+    assert condition["expression"].endswith(':cbtls-system:x"')
+
+
+def test_admission_policy_knows_the_agent_image_and_command(helm: str) -> None:
+    from cobrowse_tls.core import agent_manifest
+
+    default = policy_variables(template(helm))
+    assert json.loads(default["agentImage"]) == agent_manifest.DEFAULT_IMAGE
+    assert json.loads(default["agentCommand"]) == list(agent_manifest.AgentConfig().command)
+    assert json.loads(default["agentCommand"]) == (runner_default_command()), (
+        "the chart's default agent command must be the operator's"
+    )
+    custom = policy_variables(
+        template(
+            helm,
+            "--set",
+            "agent.image=registry.example.com/agent:2",
+            "--set",
+            "agent.command=python  -m cobrowse_tls.cli",
+        )
+    )
+    assert json.loads(custom["agentImage"]) == "registry.example.com/agent:2"
+    assert json.loads(custom["agentCommand"]) == ["python", "-m", "cobrowse_tls.cli"]
+    assert "request.namespace in []" in default["mscapiNamespace"]
+    labelled = policy_variables(
+        template(
+            helm,
+            "--set",
+            "mscapi.namespaces={genesys}",
+            "--set",
+            "mscapi.namespaceLabels.win=ok",
+        )
+    )
+    assert 'request.namespace in ["genesys"]' in labelled["mscapiNamespace"]
+    assert '{"win":"ok"}' in labelled["mscapiNamespace"]
+
+
+def runner_default_command() -> list[str]:
+    from cobrowse_tls.engine import runner
+
+    return str(runner._parser().parse_args([]).agent_command).split()
+
+
+def test_admission_policy_can_be_turned_off(helm: str) -> None:
+    objs = template(helm, "--set", "admissionPolicy.enabled=false")
+    assert not by_kind(objs, "ValidatingAdmissionPolicy")
+    assert not by_kind(objs, "ValidatingAdmissionPolicyBinding")
+
+
+def test_kube_version_is_the_one_the_crd_and_policy_need() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.30.0-0"
+
+
 # -- optional objects -----------------------------------------------------------------------------
 
 
@@ -339,10 +536,9 @@ def test_peering_cluster_wide(helm: str) -> None:
     objs = template(helm, "--set", "peering.enabled=true", "--set", "replicaCount=2")
     peering = one(objs, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == "cbtls-cobrowse-tls-operator"
-    assert rules(one(objs, "ClusterRole")) == NAMESPACED_RULES | {
-        CRD_RULE,
-        ("kopf.dev", "clusterkopfpeerings", PEERING_VERBS),
-    }
+    assert rules(one(objs, "ClusterRole")) == NAMESPACED_RULES | {CRD_RULE} | peering_rules(
+        "clusterkopfpeerings", "cbtls-cobrowse-tls-operator"
+    )
     deployment = one(objs, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
@@ -361,7 +557,7 @@ def test_peering_namespaced(helm: str, tmp_path: Path) -> None:
         "ns-b",
     ]
     for role in by_kind(objs, "Role"):
-        assert rules(role) == NAMESPACED_RULES | {("kopf.dev", "kopfpeerings", PEERING_VERBS)}
+        assert rules(role) == NAMESPACED_RULES | peering_rules("kopfpeerings", "p")
     assert "kopf" not in json.dumps(one(objs, "ClusterRole"))
 
 
@@ -472,6 +668,10 @@ BAD_VALUES = [
     (["--set", "rbac.clusterWide=true"], "clusterWide"),
     (["--set", "rbac.create=yes"], "create"),
     (["--set", "resources.requests.memory[0]=x"], "memory"),
+    (["--set", "mscapi.namespaces={Genesys}"], "namespaces"),
+    (["--set", "mscapi.namespaces=genesys"], "namespaces"),
+    (["--set", "mscapi.namespaceLabels.a=b c"], "namespaceLabels"),
+    (["--set", "admissionPolicy.enabled=yes"], "enabled"),
 ]
 
 

@@ -87,6 +87,10 @@ class FakeCluster:
         self._request("list", "Pod", selector)
         return self._list("Pod", namespace, selector)
 
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        self._request("get", "Namespace", name)
+        return self.get("Namespace", "", name)
+
     def list_events(
         self, namespace: str, kind: str, name: str, reason: str
     ) -> list[dict[str, Any]]:

@@ -24,7 +24,10 @@ from unit.builders import tls_doc
 
 PKI = pkim.pki()
 NOW = PKI.now
-SETTINGS = settings_mod.Settings(restart_window=timedelta(0), rollout_poll=1.0)
+# MSCAPI allowed where the tests put their CRs (a cluster admin's opt-in).
+SETTINGS = settings_mod.Settings(
+    restart_window=timedelta(0), rollout_poll=1.0, mscapi_namespaces=frozenset({"genesys"})
+)
 NS = "genesys"
 FP_OTHER = "sha256:" + "cd" * 32
 

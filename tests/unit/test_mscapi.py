@@ -8,6 +8,7 @@ import pytest
 
 from cobrowse_tls.api import models
 from cobrowse_tls.core import agent_manifest, render
+from cobrowse_tls.core import settings as settings_mod
 
 FP = "sha256:" + "ab" * 32
 
@@ -238,3 +239,31 @@ def test_other_creation_failures_and_when_they_do_not_count() -> None:
     assert agent_manifest.creation_failure(_ds_status(0, 0), [], newer) is None
     assert agent_manifest.creation_failure(obj, [pod], []) is None
     assert agent_manifest.creation_failure(None, [], newer) is None
+
+
+@pytest.mark.parametrize(
+    ("names", "labels", "namespace", "ns_labels", "allowed"),
+    [
+        ((), (), "genesys", {"a": "b"}, False),  # the default: nowhere
+        (("genesys",), (), "genesys", None, True),
+        (("genesys",), (), "other", {"a": "b"}, False),
+        ((), (("tls.cobrowse.io/mscapi", "allowed"),), "x", {"tls.cobrowse.io/mscapi": "allowed"},
+         True),
+        ((), (("tls.cobrowse.io/mscapi", "allowed"),), "x", {"tls.cobrowse.io/mscapi": "yes"},
+         False),
+        ((), (("a", "1"), ("b", "2")), "x", {"a": "1"}, False),  # every label must match
+        ((), (("a", "1"), ("b", "2")), "x", {"a": "1", "b": "2", "c": "3"}, True),
+        ((), (("a", "1"),), "x", None, False),  # labels unknown: not allowed
+    ],
+)  # fmt: skip
+def test_mscapi_is_opt_in_per_namespace(
+    names: tuple[str, ...],
+    labels: tuple[tuple[str, str], ...],
+    namespace: str,
+    ns_labels: dict[str, str] | None,
+    allowed: bool,
+) -> None:
+    settings = settings_mod.Settings(
+        mscapi_namespaces=frozenset(names), mscapi_namespace_labels=labels
+    )
+    assert settings.mscapi_allowed(namespace, ns_labels) is allowed

@@ -18,7 +18,8 @@ from unit.builders import secret_doc, tls_doc
 PKI = pkim.pki()
 NOW = PKI.now
 NS = "genesys"
-SETTINGS = settings_mod.Settings(restart_window=timedelta(0))
+# MSCAPI allowed where the tests put their CRs (a cluster admin's opt-in).
+SETTINGS = settings_mod.Settings(restart_window=timedelta(0), mscapi_namespaces=frozenset({NS}))
 
 
 def cr(provider: str = "PEM", **spec: Any) -> dict[str, Any]:
@@ -124,6 +125,41 @@ def test_observe_reads_why_agent_pods_are_missing_only_when_they_are() -> None:
         fake.put(ds)
         snap = observe.observe(fake, current(fake), SETTINGS, NOW)
         assert snap.agent_events == expected
+
+
+def test_mscapi_where_not_allowed_is_refused_and_creates_nothing() -> None:
+    body = cr("MSCAPI", windows={"store": "Root", "location": "LocalMachine"})
+    fake = cluster(body)
+    nowhere = settings_mod.Settings(restart_window=timedelta(0))
+    reconciler.reconcile(fake, current(fake), nowhere, NOW)
+    # Only the status and the event: no output, no agent, no finalizer.
+    assert {w[1] for w in fake.writes} == {"CobrowseTLS", "Event"}
+    assert ("get", "Namespace", NS) not in fake.requests  # no labels configured: not read
+    assert not any(r[1] == "Pod" for r in fake.requests)
+    status = current(fake)["status"]
+    (cond,) = [c for c in status["conditions"] if c["type"] == "TrustStoreReady"]
+    assert (cond["status"], cond["reason"]) == ("False", decide.MSCAPI_NOT_ALLOWED)
+    assert [e[1] for e in fake.events] == [decide.MSCAPI_NOT_ALLOWED]
+    assert fake.get("Secret", NS, "cobrowse-truststore") is None
+    assert fake.get("DaemonSet", NS, "cobrowse-mscapi-agent") is None
+    assert agent_manifest.FINALIZER not in (current(fake)["metadata"].get("finalizers") or [])
+
+    # Allowed by namespace labels: the Namespace is read, and the agent comes.
+    by_label = settings_mod.Settings(
+        restart_window=timedelta(0), mscapi_namespace_labels=(("mscapi", "yes"),)
+    )
+    fake.put({"kind": "Namespace", "metadata": {"name": NS, "namespace": "", "labels": {}}})
+    reconciler.reconcile(fake, current(fake), by_label, NOW)
+    assert ("get", "Namespace", NS) in fake.requests
+    assert fake.get("DaemonSet", NS, "cobrowse-mscapi-agent") is None
+    fake.put(
+        {
+            "kind": "Namespace",
+            "metadata": {"name": NS, "namespace": "", "labels": {"mscapi": "yes"}},
+        }
+    )
+    reconciler.reconcile(fake, current(fake), by_label, NOW)
+    assert fake.get("DaemonSet", NS, "cobrowse-mscapi-agent") is not None
 
 
 # -- act ---------------------------------------------------------------------------------------

@@ -51,9 +51,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-The namespaced rules: exactly the API calls of operator/cobrowse_tls/kube.py plus kopf's own
-(events; peering objects when peering is on). Used by the ClusterRole (cluster-wide mode) and
-by the Role in each watched namespace (namespaced mode).
+The namespaced rules: exactly the API calls of operator/cobrowse_tls/engine/kube.py plus kopf's
+own (events). Used by the ClusterRole (cluster-wide mode) and by the Role in each watched
+namespace (namespaced mode). No resourceNames: the names of sources, outputs and workloads come
+from CobrowseTLS specs, which the chart cannot know; the admission policy fences the writes.
 */}}
 {{- define "cbtls.namespacedRules" -}}
 # The CRs: kopf lists/watches them; finalizers (MSCAPI cleanup) are merge patches.
@@ -71,23 +72,32 @@ by the Role in each watched namespace (namespaced mode).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "list"]
-# Restarts: read the workloads, patch the pod-template annotation tls.cobrowse.io/restarted-for.
+# Restarts: read the workloads, patch the pod-template annotation tls.cobrowse.io/restarted-for
+# (DaemonSets too: they can be restart targets, and the MSCAPI agent is one).
 - apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "list", "patch"]
-# The MSCAPI agent DaemonSet (server-side apply, deleted with its CR) and its pods' readiness.
+{{- end -}}
+
+{{/* Only where MSCAPI is allowed: create and delete the agent DaemonSet, read its pods. */}}
+{{- define "cbtls.agentRules" -}}
 - apiGroups: ["apps"]
   resources: ["daemonsets"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["create", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
 {{- end -}}
 
+{{/* kopf's peering: get/patch of the one named object; list/watch cannot be narrowed. */}}
 {{- define "cbtls.peeringRule" -}}
 - apiGroups: ["kopf.dev"]
-  resources: [{{ . | quote }}]
-  verbs: ["get", "list", "watch", "patch"]
+  resources: [{{ .resource | quote }}]
+  resourceNames: [{{ .name | quote }}]
+  verbs: ["get", "patch"]
+- apiGroups: ["kopf.dev"]
+  resources: [{{ .resource | quote }}]
+  verbs: ["list", "watch"]
 {{- end -}}
 
 {{/* kopf's resource discovery: it watches CRDs to notice CobrowseTLS being (re)installed. */}}
@@ -95,4 +105,25 @@ by the Role in each watched namespace (namespaced mode).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+{{- end -}}
+
+{{/* "true" when some namespace may run MSCAPI agents. */}}
+{{- define "cbtls.mscapiEnabled" -}}
+{{- if or .Values.mscapi.namespaces .Values.mscapi.namespaceLabels -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The words the agent image runs cobrowse-tls with, as JSON: agent.command, or the operator's
+default (cobrowse_tls.core.agent_manifest.AgentConfig; tests/chart keeps the two equal).
+*/}}
+{{- define "cbtls.agentCommandJson" -}}
+{{- if .Values.agent.command -}}
+{{- splitList " " .Values.agent.command | compact | toJson -}}
+{{- else -}}
+{{- list "%CONTAINER_SANDBOX_MOUNT_POINT%\\agent\\python\\python.exe" "-m" "cobrowse_tls.cli" | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "cbtls.serviceAccountUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "cbtls.serviceAccountName" . }}
 {{- end -}}

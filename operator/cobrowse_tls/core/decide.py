@@ -28,6 +28,8 @@ SOURCE_FORBIDDEN = "SourceForbidden"
 INVALID_SPEC = "InvalidSpec"
 # An object with an output's name exists and is someone else's.
 OUTPUT_CONFLICT = "OutputConflict"
+# Provider MSCAPI in a namespace no cluster admin allowed it in.
+MSCAPI_NOT_ALLOWED = "MSCAPINotAllowed"
 
 # The part of .status the operator owns (anything else there, it leaves alone).
 STATUS_KEYS = ("observedGeneration", "conditions", "trustStore", "restart", "windows")
@@ -59,6 +61,8 @@ class Snapshot:
     new_password: str | None = None  # a fresh JKS password, used when none is named or kept
     # A fresh key for the password's part of the published hashes, used when none is kept.
     new_hash_key: bytes | None = None
+    # The namespace's labels, read only when MSCAPI may be allowed by namespace labels.
+    namespace_labels: Mapping[str, str] | None = None
 
 
 def parse(body: Obj) -> tuple[models.CobrowseTLS | None, str | None]:
@@ -517,6 +521,20 @@ def decide(snap: Snapshot, settings: settings_mod.Settings, now: datetime) -> De
     if tls is None:
         error = conditions.Observation(
             conditions.TRUST_STORE_READY, False, INVALID_SPEC, snap.spec_error or "invalid"
+        )
+        return _invalid(snap, error, now)
+    namespace = tls.metadata.namespace or "default"
+    if tls.spec.provider is models.Provider.MSCAPI and not settings.mscapi_allowed(
+        namespace, snap.namespace_labels
+    ):
+        # Refused before anything is rendered: no Secret, no ConfigMap, no agent, no finalizer.
+        error = conditions.Observation(
+            conditions.TRUST_STORE_READY,
+            False,
+            MSCAPI_NOT_ALLOWED,
+            f"provider MSCAPI is not allowed in namespace {namespace}: its Windows agent runs as"
+            " SYSTEM on the nodes, so a cluster admin must allow the namespace (operator option"
+            " --mscapi-namespace, chart value mscapi.namespaces); nothing was written",
         )
         return _invalid(snap, error, now)
     notes: list[str] = []

@@ -109,6 +109,8 @@ class Reader(Protocol):
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
 
+    def get_namespace(self, name: str) -> dict[str, Any] | None: ...
+
     def list_events(
         self, namespace: str, kind: str, name: str, reason: str
     ) -> list[dict[str, Any]]: ...
@@ -172,6 +174,9 @@ class Client:
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         return _optional(self.core.read_namespaced_config_map, name, namespace)
+
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        return _optional(self.core.read_namespace, name)
 
     def get_cobrowse_tls(self, namespace: str, name: str) -> dict[str, Any] | None:
         return _optional(

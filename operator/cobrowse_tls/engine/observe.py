@@ -47,6 +47,17 @@ def observe(
         new_hash_key=passwords.generate_hash_key() if jks else None,
     )
     mscapi = tls.spec.provider is models.Provider.MSCAPI
+    if mscapi and not settings.mscapi_allowed(namespace, None):
+        labels = None
+        if settings.mscapi_namespace_labels:
+            ns = client.get_namespace(namespace)
+            labels = dict(((ns or {}).get("metadata") or {}).get("labels") or {})
+        snap = dataclasses.replace(snap, namespace_labels=labels)
+        # Refused unless the labels allow it; then not even the agents' pods are read (the
+        # chart grants that only where MSCAPI is allowed).
+        mscapi = settings.mscapi_allowed(namespace, labels)
+        if not mscapi:
+            return snap
     if mscapi or agent_manifest.FINALIZER in finalizers:
         snap = dataclasses.replace(snap, **_agents(client, body, tls, syncing=mscapi))
     if settings.verify_connections and connections.endpoints(tls.spec):

@@ -112,6 +112,23 @@ def _parser() -> argparse.ArgumentParser:
         help="how the agent image runs cobrowse-tls (words separated by spaces)",
     )
     p.add_argument(
+        "--mscapi-namespace",
+        action="append",
+        default=_env_list("COBROWSE_TLS_MSCAPI_NAMESPACES"),
+        metavar="NS",
+        help="allow provider MSCAPI (the Windows agent DaemonSet) in this namespace"
+        " (repeatable; default: nowhere)",
+    )
+    p.add_argument(
+        "--mscapi-namespace-label",
+        action="append",
+        type=_label,
+        default=[_label(v) for v in _env_list("COBROWSE_TLS_MSCAPI_NAMESPACE_LABELS")],
+        metavar="KEY=VALUE",
+        help="allow provider MSCAPI in namespaces carrying all these labels (repeatable;"
+        " the operator then reads Namespace objects)",
+    )
+    p.add_argument(
         "--cleanup-timeout",
         type=float,
         default=float(env("COBROWSE_TLS_CLEANUP_TIMEOUT_SECONDS", "120")),
@@ -133,6 +150,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
     return p
+
+
+def _env_list(name: str) -> list[str]:
+    """A comma-separated environment variable as a list (absent or empty: none)."""
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key, value
 
 
 def _limit_malloc_arenas() -> None:
@@ -172,6 +201,8 @@ def main(argv: Iterable[str]) -> int:
         ),
         cleanup_timeout=timedelta(seconds=args.cleanup_timeout),
         verify_connections=args.verify_connections,
+        mscapi_namespaces=frozenset(args.mscapi_namespace),
+        mscapi_namespace_labels=tuple(sorted(dict(args.mscapi_namespace_label).items())),
     )
     memo = handlers.Memo()
     memo.controller = controller.Controller(
