@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client import ApiException
 
 from e2e.cluster_backends import E2ECluster, existing_cluster, kind_cluster, local_cluster
-from e2e.operator_support import api  # noqa: F401 - the fixture shared by the operator suites
+from e2e.operator_support import api, operator_kubeconfig  # noqa: F401 - shared fixtures
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

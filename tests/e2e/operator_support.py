@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client import ApiException
 
 from cobrowse_tls.api import crd, models
@@ -274,8 +274,132 @@ def api(cluster: E2ECluster) -> Api:
     return a
 
 
+# The operator in the e2e suite runs as the chart's ServiceAccount, with the chart's RBAC and
+# admission policy installed (cluster-wide mode): every reconcile, restart and agent of the
+# suite goes through the policy, which denies anything else that identity asks for.
+IDENTITY_NAMESPACE = "cobrowse-tls-e2e-operator"
+IDENTITY_RELEASE = "e2e"
+IDENTITY_SERVICE_ACCOUNT = f"{IDENTITY_RELEASE}-cobrowse-tls-operator"
+AGENT_IMAGE = "cobrowse-tls-agent:e2e"
+MSCAPI_LABEL = ("e2e.tls.cobrowse.io/mscapi", "allowed")
+# What the chart passes the operator for the values below (checked in test_chart.py).
+IDENTITY_ARGS = (
+    f"--agent-image={AGENT_IMAGE}",
+    f"--mscapi-namespace-label={MSCAPI_LABEL[0]}={MSCAPI_LABEL[1]}",
+)
+
+
+def raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """An API call's JSON as a dict, whatever the client's model classes look like."""
+    result: dict[str, Any] = json.loads(call(*args, _preload_content=False, **kwargs).data)
+    return result
+
+
+def service_account_kubeconfig(
+    cluster: E2ECluster, namespace: str, service_account: str, path: Path
+) -> Path:
+    """A kubeconfig with a TokenRequest token of the ServiceAccount (what a pod would mount)."""
+    core = client.CoreV1Api(cluster.api_client)
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=6 * 3600)
+    )
+    token = raw(core.create_namespaced_service_account_token, service_account, namespace, request)[
+        "status"
+    ]["token"]
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    contexts = {c["name"]: c["context"] for c in admin["contexts"]}
+    current = contexts[admin["current-context"]]
+    (admin_cluster,) = [c for c in admin["clusters"] if c["name"] == current["cluster"]]
+    cluster_entry = dict(admin_cluster["cluster"])
+    ca = cluster_entry.get("certificate-authority")
+    if ca and not Path(ca).is_absolute():  # relative to the admin kubeconfig
+        cluster_entry["certificate-authority"] = str(cluster.kubeconfig.parent / ca)
+    user = f"system:serviceaccount:{namespace}:{service_account}"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "cluster", "cluster": cluster_entry}],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": user}}],
+                "current-context": "sa",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def chart_identity_objects(helm: str, namespace: str, *sets: str) -> str:
+    """The chart's ServiceAccount, RBAC and admission policy, as `helm template` renders them."""
+    from chart.helm_support import CHART, KUBE_VERSION, run_helm
+
+    return run_helm(
+        helm,
+        "template",
+        IDENTITY_RELEASE,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+        *(a for s in sets for a in ("--set", s)),
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+        "--show-only",
+        "templates/admission-policy.yaml",
+    ).stdout
+
+
+def policy_denies(api_client: client.ApiClient, namespace: str) -> bool:
+    """Whether the admission policy already refuses this identity an unlabelled ConfigMap."""
+    body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="policy-probe"))
+    try:
+        client.CoreV1Api(api_client).create_namespaced_config_map(namespace, body, dry_run="All")
+    except ApiException as exc:
+        return exc.status == 403 and "cobrowse-tls-operator admission policy" in str(exc.body)
+    return False
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Credentials of the chart's ServiceAccount, with the chart's RBAC and policy in force."""
+    from chart.helm_support import find_helm
+
+    core = client.CoreV1Api(cluster.api_client)
+    try:
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=IDENTITY_NAMESPACE))
+        )
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    label_key = MSCAPI_LABEL[0].replace(".", "\\.")  # helm --set: a dot inside a key
+    objects = chart_identity_objects(
+        find_helm(),
+        IDENTITY_NAMESPACE,
+        f"agent.image={AGENT_IMAGE}",
+        f"mscapi.namespaceLabels.{label_key}={MSCAPI_LABEL[1]}",
+    )
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=objects)
+    path = service_account_kubeconfig(
+        cluster,
+        IDENTITY_NAMESPACE,
+        IDENTITY_SERVICE_ACCOUNT,
+        tmp_path_factory.mktemp("identity") / "kubeconfig",
+    )
+    sa = config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
+    # RBAC and admission policies reach the API server through its informers: wait for both.
+    wait_for("the chart's policy in force", lambda: policy_denies(sa, IDENTITY_NAMESPACE))
+    return path
+
+
 def operator_fixture(*args: str) -> Any:
-    """A module-scoped fixture running `cobrowse-tls run ARGS` for that module's tests.
+    """A module-scoped fixture running `cobrowse-tls run ARGS` for that module's tests, as the
+    chart's ServiceAccount under the chart's admission policy.
 
     With E2E_OPERATOR=external the operator runs in the cluster (installed by the Helm chart)
     and the fixture yields None.
@@ -283,13 +407,14 @@ def operator_fixture(*args: str) -> Any:
 
     @pytest.fixture(scope="module")
     def operator_proc(
-        cluster: E2ECluster, api: Api, tmp_path_factory: pytest.TempPathFactory
+        request: pytest.FixtureRequest, api: Api, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[OperatorProcess | None]:
         if os.environ.get("E2E_OPERATOR") == "external":
             yield None
             return
+        kubeconfig: Path = request.getfixturevalue("operator_kubeconfig")
         log = tmp_path_factory.mktemp("operator") / "operator.log"
-        proc = OperatorProcess(cluster.kubeconfig, log, *args, "--verbose")
+        proc = OperatorProcess(kubeconfig, log, *IDENTITY_ARGS, *args, "--verbose")
         proc.start()
         try:
             yield proc

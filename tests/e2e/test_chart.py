@@ -29,7 +29,9 @@ from e2e.operator_support import (
     OperatorProcess,
     cobrowse_tls,
     condition,
+    raw,
     secret,
+    service_account_kubeconfig,
     wait_for,
 )
 
@@ -169,48 +171,6 @@ def release(helm: str, cluster: E2ECluster, namespace: str) -> Iterator[Release]
     finally:
         if r.installed:
             r._helm("uninstall", r.name, "--wait", check=False)
-
-
-def raw(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """An API call's JSON as a dict, whatever the client's model classes look like."""
-    result: dict[str, Any] = json.loads(call(*args, _preload_content=False, **kwargs).data)
-    return result
-
-
-def service_account_kubeconfig(
-    cluster: E2ECluster, namespace: str, service_account: str, path: Path
-) -> Path:
-    """A kubeconfig with a TokenRequest token of the ServiceAccount (what a pod would mount)."""
-    core = client.CoreV1Api(cluster.api_client)
-    request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
-    )
-    token = raw(core.create_namespaced_service_account_token, service_account, namespace, request)[
-        "status"
-    ]["token"]
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    contexts = {c["name"]: c["context"] for c in admin["contexts"]}
-    current = contexts[admin["current-context"]]
-    (admin_cluster,) = [c for c in admin["clusters"] if c["name"] == current["cluster"]]
-    cluster_entry = dict(admin_cluster["cluster"])
-    ca = cluster_entry.get("certificate-authority")
-    if ca and not Path(ca).is_absolute():  # relative to the admin kubeconfig
-        cluster_entry["certificate-authority"] = str(cluster.kubeconfig.parent / ca)
-    user = f"system:serviceaccount:{namespace}:{service_account}"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "cluster", "cluster": cluster_entry}],
-                "users": [{"name": user, "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": user}}],
-                "current-context": "sa",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
 
 
 def can(

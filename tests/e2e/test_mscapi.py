@@ -18,6 +18,7 @@ import pki as pkim
 from cobrowse_tls.core import agent_manifest, restart_plan
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
+    MSCAPI_LABEL,
     Api,
     cobrowse_tls,
     condition,
@@ -33,6 +34,13 @@ operator_proc = operator_fixture(
 )  # fmt: skip
 
 pytestmark = pytest.mark.usefixtures("operator_proc")
+
+
+@pytest.fixture
+def namespace(namespace: str, core: client.CoreV1Api) -> str:
+    """The test's namespace, opted in to MSCAPI by the cluster admin (the operator's option)."""
+    core.patch_namespace(namespace, {"metadata": {"labels": dict([MSCAPI_LABEL])}})
+    return namespace
 
 
 def _json(call: Any, *args: Any, **kw: Any) -> Any:

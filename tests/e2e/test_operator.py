@@ -21,6 +21,7 @@ import tls_servers
 from cobrowse_tls.api import stamps
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
+    IDENTITY_ARGS,
     Api,
     OperatorProcess,
     cobrowse_tls,
@@ -177,6 +178,7 @@ def test_jks_happy_path_opens_with_keytool(
         "truststore.jks",
         "truststore-password",
         "security-options.cfg",
+        "hash-key",
     }
     assert secret_bytes(out, "truststore-password") == password.encode()
     # The whole [security] section for Genesys Administrator, password included: in the Secret.
@@ -231,6 +233,8 @@ def test_generated_jks_password_survives_reconciles_and_restart(
     assert later is not None
     assert secret_bytes(later, "truststore-password") == password
     assert secret_bytes(later, "truststore.jks") != secret_bytes(first, "truststore.jks")
+    # The key of the published hashes is kept the same way (a new one would restart workloads).
+    assert secret_bytes(later, "hash-key") == secret_bytes(first, "hash-key")
 
 
 def test_rotation_and_sources_added_and_removed(api: Api, namespace: str, pki: pkim.PKI) -> None:
@@ -514,7 +518,8 @@ def own_operator(
     if shared is None:
         pytest.skip("needs to stop the shared operator, which runs in the cluster")
     shared.stop()
-    own = OperatorProcess(cluster.kubeconfig, log, *args)
+    # The same identity (the chart's ServiceAccount, under its admission policy).
+    own = OperatorProcess(shared.kubeconfig, log, *IDENTITY_ARGS, *args)
     own.start()
     try:
         yield own
