@@ -512,6 +512,17 @@ def test_admission_policy_knows_the_agent_image_and_command(helm: str) -> None:
     assert '{"win":"ok"}' in labelled["mscapiNamespace"]
 
 
+def test_e2e_identity_args_are_what_the_chart_passes(helm: str, tmp_path: Path) -> None:
+    """The e2e suite runs its operator with these flags under the policy of these values."""
+    from e2e import operator_support as e2e
+
+    key, value = e2e.MSCAPI_LABEL
+    values = {"agent": {"image": e2e.AGENT_IMAGE}, "mscapi": {"namespaceLabels": {key: value}}}
+    args = container(template(helm, values=values, tmp=tmp_path))["args"]
+    for arg in e2e.IDENTITY_ARGS:
+        assert arg in args
+
+
 def runner_default_command() -> list[str]:
     from cobrowse_tls.engine import runner
 

@@ -384,7 +384,45 @@ def operator_kubeconfig(cluster: E2ECluster, tmp_path_factory: pytest.TempPathFa
         f"agent.image={AGENT_IMAGE}",
         f"mscapi.namespaceLabels.{label_key}={MSCAPI_LABEL[1]}",
     )
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=objects)
+    # Some modules also run the operator with --namespace (namespaced mode), whose kopf lists
+    # namespace names: the chart grants that in namespaced mode (rbac.namespaceDiscovery).
+    discovery = yaml.safe_dump_all(
+        [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "e2e-namespace-discovery"},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
+                ],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "e2e-namespace-discovery"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "e2e-namespace-discovery",
+                },
+                "subjects": [
+                    {
+                        "kind": "ServiceAccount",
+                        "name": IDENTITY_SERVICE_ACCOUNT,
+                        "namespace": IDENTITY_NAMESPACE,
+                    }
+                ],
+            },
+        ]
+    )
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=objects + "---\n" + discovery,
+    )
     path = service_account_kubeconfig(
         cluster,
         IDENTITY_NAMESPACE,

@@ -295,6 +295,7 @@ def test_namespaced_install_least_privilege_upgrade_uninstall(
     with release(helm, cluster, system) as r:
         notes = r.install(
             f"watchNamespaces={{{watched}}}",
+            f"mscapi.namespaces={{{watched}}}",
             "operator.resyncSeconds=5",
             "operator.restartWindowSeconds=0.2",
         )
