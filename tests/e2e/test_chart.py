@@ -29,6 +29,7 @@ from e2e.operator_support import (
     OperatorProcess,
     cobrowse_tls,
     condition,
+    policy_denies,
     raw,
     secret,
     service_account_kubeconfig,
@@ -51,6 +52,8 @@ CHART_KINDS = (
     "clusterroles.rbac.authorization.k8s.io",
     "clusterrolebindings.rbac.authorization.k8s.io",
     "poddisruptionbudgets.policy",
+    "validatingadmissionpolicies.admissionregistration.k8s.io",
+    "validatingadmissionpolicybindings.admissionregistration.k8s.io",
 )
 
 
@@ -326,6 +329,9 @@ def test_namespaced_install_least_privilege_upgrade_uninstall(
         with pytest.raises(ApiException) as denied:
             client.CoreV1Api(sa).list_secret_for_all_namespaces()
         assert denied.value.status == 403
+        # Where RBAC lets it write, the chart's admission policy still refuses what the
+        # operator does not render (tests/e2e/test_policy.py has every case).
+        wait_for("the admission policy in force", lambda: policy_denies(sa, watched))
 
         create_deployment(apps, watched, "cobrowse")
         args = local_operator_args(r.deployment_args())
@@ -435,6 +441,8 @@ def test_cluster_wide_install_reconciles_and_uninstalls(
         assert not can(sa, "delete", "cobrowsetlses", tenant, group=tls_group)
         assert not can(sa, "delete", "secrets", tenant)
         assert not can(sa, "create", "pods", tenant)
+        wait_for("the admission policy in force", lambda: policy_denies(sa, tenant))
+        assert not can(sa, "create", "daemonsets", tenant, group="apps")  # no MSCAPI allowed
 
         args = local_operator_args(r.deployment_args())
         assert not any(a.startswith("--namespace") for a in args)
