@@ -81,6 +81,8 @@ kind-install: image kind-up ## load the image into kind and helm install the cha
 	  --namespace $(RELEASE_NS) --create-namespace \
 	  --set image.repository=$(IMAGE) --set image.tag=$(TAG) --set image.pullPolicy=Never \
 	  --set operator.logFormat=plain --set operator.resyncSeconds=2 \
+	  --set agent.image=cobrowse-tls-agent:e2e \
+	  --set 'mscapi.namespaceLabels.e2e\.tls\.cobrowse\.io/mscapi=allowed' \
 	  --wait --timeout 5m
 	$(KUBECTL) --kubeconfig $(KIND_KUBECONFIG) -n $(RELEASE_NS) rollout status \
 	  deployment/$(RELEASE) --timeout 2m
