@@ -209,7 +209,7 @@ def agent(ns: str, *, image: str = AGENT_IMAGE, command: tuple[str, ...] | None 
             "cb",
             {
                 "provider": "MSCAPI",
-                "application": {"type": "Server", "name": "CB_Server"},
+                "application": {"type": "Cluster", "name": "CB_Cluster"},
                 "trustedCA": {"sources": [{"secret": {"name": "ca", "key": "ca.crt"}}]},
             },
         )
@@ -290,7 +290,7 @@ def test_mscapi_refused_where_not_allowed_then_works_once_allowed(
     api.apply(secret(other_ns, "ca", {"ca.crt": pkim.pem(pki.root)}))
     spec = {
         "provider": "MSCAPI",
-        "application": {"type": "Server", "name": "CB_Server"},
+        "application": {"type": "Cluster", "name": "CB_Cluster"},
         "trustedCA": {"sources": [{"secret": {"name": "ca", "key": "ca.crt"}}]},
         "windows": {"store": "Root", "location": "LocalMachine"},
     }
