@@ -116,6 +116,10 @@ class Controller:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        # A standby that becomes leader has cached (and queued) every CR while it watched;
+        # queue them all once more in case a retry was dropped.
+        for key in self.bodies:
+            self.queue.add(key)
         self.queue.start()
         self._resync_task = asyncio.create_task(self._resync())
 

@@ -7,19 +7,53 @@ annotations) and nothing at all to Secrets and ConfigMaps.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
 from cobrowse_tls.api import models
 from cobrowse_tls.engine import controller as controller_mod
+from cobrowse_tls.engine import kube, leader, metrics
 
 
 class Memo(kopf.Memo):
     """Operator-wide state handed to every handler by kopf."""
 
     controller: controller_mod.Controller
+    # None: standalone, this process reconciles from the start.
+    elector: leader.Elector | None
+    kubeconfig: str | None
+    # Set to stop the operator (kopf's stop flag): a leader that lost its Lease exits.
+    stop: asyncio.Event
+
+
+@kopf.on.login()
+def login(memo: Memo, **_: Any) -> kopf.ConnectionInfo:
+    # kopf's watches log in from the same kubeconfig (or in-cluster account) as the client the
+    # reconciler writes with: `run --kubeconfig FILE` must not depend on $KUBECONFIG. Read
+    # afresh on each (re-)login, so rotated tokens and certificates are picked up.
+    config = kube.load_api_client(memo.kubeconfig).configuration
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, token = (None, None)
+    if header:
+        parts = header.split(" ", 1)
+        scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+    )
 
 
 @kopf.on.startup()
@@ -30,12 +64,50 @@ async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None
     settings.batching.batch_window = 0.05
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    memo.controller.start()
+    elector = memo.elector
+    if elector is None:
+        metrics.LEADER.set(1)
+        memo.controller.start()
+        return
+    # A standby keeps watching (its caches stay warm) but reconciles nothing until it leads.
+    loop = asyncio.get_running_loop()
+
+    def lead() -> None:
+        metrics.LEADER.set(1)
+        memo.controller.start()
+
+    def lost() -> None:
+        metrics.LEADER.set(0)
+        memo.stop.set()
+
+    elector.on_started = lambda: _soon(loop, lead)
+    elector.on_lost = lambda: _soon(loop, lost)
+    metrics.LEADER.set(0)
+    elector.start()
+
+
+def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    # The elector calls back from its own thread.
+    loop.call_soon_threadsafe(callback)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: Memo, **_: Any) -> None:
+    if memo.elector is not None:
+        memo.elector.stop()
     await memo.controller.stop()
+
+
+@kopf.on.probe(id="leader")
+def leader_probe(memo: Memo, **_: Any) -> dict[str, Any]:
+    """In kopf's /healthz: which replica leads. Leader and standby are both live and ready
+    (a standby's job is to be ready to take over); a dead election thread is not live."""
+    elector = memo.elector
+    if elector is None:
+        return {"leading": True, "election": False}
+    if not elector.alive and not elector.lost:
+        raise RuntimeError("the leader election thread is not running")
+    return {"leading": elector.leading, "identity": elector.identity}
 
 
 @kopf.on.event(models.GROUP, models.VERSION, models.PLURAL)

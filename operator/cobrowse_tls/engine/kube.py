@@ -72,6 +72,16 @@ def _optional(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, 
     return result
 
 
+def _unless_conflict(call: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+    try:
+        result: dict[str, Any] = _raw(call, *args)
+    except KubeError as exc:
+        if exc.status == 409:
+            return None
+        raise
+    return result
+
+
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ApiClient from a kubeconfig, or the in-cluster service account when there is none."""
     configuration = kubernetes.client.Configuration()
@@ -148,6 +158,11 @@ class Api(Reader, Writer, Protocol):
     def forget(self, kind: str, namespace: str, name: str) -> None: ...
 
 
+class Fence(Protocol):
+    def check(self) -> None:
+        """Raise (a KubeError) when no write may start now."""
+
+
 class Client:
     """Typed-enough access to the objects the operator reads and writes."""
 
@@ -156,13 +171,18 @@ class Client:
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.coordination = kubernetes.client.CoordinationV1Api(api_client)
         self._lock = threading.Lock()
         self.writes = 0  # every write request, also for the metric: the idle target is zero
         # resourceVersion of each object as our last apply left it: its watch event is an
         # echo of our own write and needs no reconcile.
         self._applied: dict[tuple[str, str, str], str] = {}
+        # Leader election's write fence: every write checks it just before it is sent.
+        self.fence: Fence | None = None
 
     def _wrote(self) -> None:
+        if self.fence is not None:
+            self.fence.check()
         with self._lock:
             self.writes += 1
         metrics.API_WRITES.inc()
@@ -342,3 +362,20 @@ class Client:
         }
         self._wrote()
         _raw(self.core.create_namespaced_event, meta["namespace"], event)
+
+    # -- the leader Lease (never fenced: renewing it is what keeps the fence open) ----------
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _optional(self.coordination.read_namespaced_lease, name, namespace)
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The created Lease, or None when another candidate created it first."""
+        return _unless_conflict(self.coordination.create_namespaced_lease, namespace, dict(body))
+
+    def replace_lease(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The replaced Lease, or None when it changed since ``body``'s resourceVersion."""
+        return _unless_conflict(
+            self.coordination.replace_namespaced_lease, name, namespace, dict(body)
+        )

@@ -233,5 +233,12 @@ def forget(key: str) -> None:
     _PER_RESOURCE.forget(_split(key))
 
 
+LEADER = prometheus_client.Gauge(
+    "cobrowse_tls_leader",
+    "1 while this replica holds the leader Lease (or runs without leader election), else 0.",
+    registry=REGISTRY,
+)
+
+
 def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from the pod IP
     prometheus_client.start_http_server(port, addr=address, registry=REGISTRY)

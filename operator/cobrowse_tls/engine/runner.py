@@ -15,7 +15,7 @@ import kopf
 
 from cobrowse_tls.core import agent_manifest
 from cobrowse_tls.core import settings as settings_mod
-from cobrowse_tls.engine import controller, kube, metrics
+from cobrowse_tls.engine import controller, kube, leader, metrics
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,11 +37,59 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument(
         "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
     )
-    p.add_argument(
+    ha = p.add_mutually_exclusive_group()
+    ha.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=env("COBROWSE_TLS_LEADER_ELECT", "").lower() in ("1", "true", "yes"),
+        help="run as one of several replicas: only the holder of a coordination.k8s.io Lease"
+        " reconciles (default: standalone)",
+    )
+    ha.add_argument(
         "--peering",
         metavar="NAME",
         default=env("COBROWSE_TLS_PEERING"),
-        help="kopf peering object: replicas sharing it run one at a time (default: standalone)",
+        help="kopf peering object instead of a Lease (needs kopf's peering CRDs; replicas may"
+        " overlap during a hand-over: prefer --leader-elect)",
+    )
+    p.add_argument(
+        "--lease-name",
+        default=env("COBROWSE_TLS_LEASE_NAME", leader.DEFAULT_LEASE_NAME),
+        help="name of the leader Lease",
+    )
+    p.add_argument(
+        "--lease-namespace",
+        default=env("COBROWSE_TLS_LEASE_NAMESPACE") or env("POD_NAMESPACE"),
+        help="namespace of the leader Lease (default: $POD_NAMESPACE, the service account's"
+        " namespace in a pod, else default)",
+    )
+    p.add_argument(
+        "--leader-identity",
+        default=env("COBROWSE_TLS_LEADER_IDENTITY"),
+        help="this replica's holder identity (default: $POD_NAME or the host name, plus a"
+        " random suffix)",
+    )
+    p.add_argument(
+        "--lease-duration",
+        type=float,
+        default=float(env("COBROWSE_TLS_LEASE_DURATION_SECONDS", "15")),
+        metavar="SECONDS",
+        help="a standby takes the Lease after it saw no renew for this long",
+    )
+    p.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=float(env("COBROWSE_TLS_RENEW_DEADLINE_SECONDS", "10")),
+        metavar="SECONDS",
+        help="the leader stops writing, and exits, when it could not renew for this long"
+        " (shorter than the lease duration)",
+    )
+    p.add_argument(
+        "--retry-period",
+        type=float,
+        default=float(env("COBROWSE_TLS_RETRY_PERIOD_SECONDS", "2")),
+        metavar="SECONDS",
+        help="how often the Lease is renewed or tried",
     )
     p.add_argument(
         "--priority",
@@ -177,8 +225,27 @@ def _limit_malloc_arenas() -> None:
         libc.mallopt(m_arena_max, 2)
 
 
+_SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _lease_namespace(given: str | None) -> str:
+    if given:
+        return given
+    try:
+        with open(_SA_NAMESPACE, encoding="utf-8") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
 def main(argv: Iterable[str]) -> int:
-    args = _parser().parse_args(list(argv))
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    timing = leader.Timing(args.lease_duration, args.renew_deadline, args.retry_period)
+    try:
+        timing.check()
+    except ValueError as exc:
+        parser.error(str(exc))
     _limit_malloc_arenas()
     log_format = {
         "plain": kopf.LogFormat.PLAIN,
@@ -205,6 +272,19 @@ def main(argv: Iterable[str]) -> int:
         mscapi_namespace_labels=tuple(sorted(dict(args.mscapi_namespace_label).items())),
     )
     memo = handlers.Memo()
+    memo.kubeconfig = args.kubeconfig
+    memo.elector = None
+    if args.leader_elect:
+        # A client of its own: renewing must not queue behind the reconciles' connections.
+        lease_client = kube.Client(kube.load_api_client(args.kubeconfig))
+        memo.elector = leader.Elector(
+            lease_client,
+            _lease_namespace(args.lease_namespace),
+            args.lease_name,
+            args.leader_identity,
+            timing,
+        )
+        client.fence = memo.elector.fence
     memo.controller = controller.Controller(
         client, settings, workers=args.workers, resync_seconds=args.resync
     )
@@ -212,8 +292,10 @@ def main(argv: Iterable[str]) -> int:
         metrics.serve(args.metrics_port, args.metrics_address)
 
     namespaces = args.namespace or ()
-    asyncio.run(
-        kopf.operator(
+
+    async def operate() -> None:
+        memo.stop = asyncio.Event()
+        await kopf.operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
             standalone=args.peering is None,
@@ -221,6 +303,13 @@ def main(argv: Iterable[str]) -> int:
             priority=args.priority,
             liveness_endpoint=args.liveness,
             memo=memo,
+            stop_flag=memo.stop,
         )
-    )
+
+    asyncio.run(operate())
+    if memo.elector is not None and memo.elector.lost:
+        # Like client-go controllers: exit, and come back (the kubelet restarts the
+        # container) as a standby with fresh caches.
+        print("cobrowse-tls run: lost the leader Lease; exiting", file=sys.stderr)
+        return 1
     return 0
