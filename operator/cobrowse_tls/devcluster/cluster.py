@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ _PORT_TAKEN = re.compile(r"(?:127\.0\.0\.1|localhost):(\d+).{0,40}address alread
 
 class ClusterError(RuntimeError):
     """A one-line, actionable reason why the cluster cannot be brought up."""
+
+
+class PortTakenError(ClusterError):
+    """A component lost the race for its port to another process."""
+
+
+# A port found free can be taken by another process before the component binds it (two ups at
+# once): start again on fresh ports this many times.
+PORT_ATTEMPTS = 4
 
 
 def default_dir() -> Path:
@@ -43,6 +53,7 @@ class LocalCluster:
     def __init__(self, directory: Path) -> None:
         self.dir = directory.resolve()
         self.state_path = self.dir / "state.json"
+        self.lock_path = self.dir / "lock"
         self.pki = Pki(self.dir / "pki")
 
     @property
@@ -72,20 +83,45 @@ class LocalCluster:
     # -- up ----------------------------------------------------------------------------
 
     def up(
-        self, timeout: float = 90.0, tie_to_parent: bool = False, apiserver_port: int | None = None
+        self,
+        timeout: float = 90.0,
+        tie_to_parent: bool = False,
+        apiserver_port: int | None = None,
+        *,
+        flow_control: bool = False,
+        watch_cache: bool = True,
     ) -> None:
         """Start every component and return once all fake nodes are Ready.
 
         ``tie_to_parent`` makes the kernel kill the components if this process dies, for test
-        sessions; the CLI leaves it off so the cluster outlives ``up``.
+        sessions; the CLI leaves it off so the cluster outlives ``up``. ``flow_control`` and
+        ``watch_cache`` are the API server's (see components.kube_apiserver), for fault tests.
+        Two ``up`` of one directory at once: the second waits and finds the cluster running.
         """
         deadline = time.monotonic() + timeout
+        with procs.locked(self.lock_path):
+            for attempt in range(PORT_ATTEMPTS):
+                try:
+                    self._up(deadline, tie_to_parent, apiserver_port, flow_control, watch_cache)
+                    return
+                except PortTakenError:
+                    if attempt == PORT_ATTEMPTS - 1 or apiserver_port is not None:
+                        raise
+
+    def _up(
+        self,
+        deadline: float,
+        tie_to_parent: bool,
+        apiserver_port: int | None,
+        flow_control: bool,
+        watch_cache: bool,
+    ) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         state = procs.State.load(self.state_path)
         if state.procs:
             if self.status().running:
                 return
-            self.down()  # a half-dead cluster from before: start afresh
+            self._down()  # a half-dead cluster from before: start afresh
             state = procs.State.load(self.state_path)
         try:
             bins = bin_dir()
@@ -102,12 +138,22 @@ class LocalCluster:
         api_port = apiserver_port or api_port
         kubeconfig.write(lay.kubeconfig, lay.pki, api_port)
         lay.audit_policy.write_text(components.AUDIT_POLICY)
-        state.info = {"apiserver_port": str(api_port), "bin_dir": str(bins)}
+        state.info = {
+            "apiserver_port": str(api_port),
+            "bin_dir": str(bins),
+            "tie_to_parent": str(tie_to_parent),
+        }
         stages = sorted(stages_dir(bins).glob("*.yaml"))
 
         first: list[tuple[str, list[str], int]] = [
             ("etcd", components.etcd(lay, etcd_port, peer_port), etcd_port),
-            ("kube-apiserver", components.kube_apiserver(lay, api_port, etcd_port), api_port),
+            (
+                "kube-apiserver",
+                components.kube_apiserver(
+                    lay, api_port, etcd_port, flow_control=flow_control, watch_cache=watch_cache
+                ),
+                api_port,
+            ),
         ]
         # Only after the API server is ready: the controller manager gives up (exits) when
         # /healthz is not ok within its own deadline, which a loaded machine can exceed.
@@ -127,7 +173,7 @@ class LocalCluster:
                 self._create(api, "/api/v1/nodes", nodes.manifest(name, os_name))
             self._wait(state, lambda: self._nodes_ready(api), deadline, "schedulable Ready nodes")
         except BaseException:
-            self.down()
+            self._down()
             raise
 
     def _create(self, api: Api, path: str, body: dict[str, object]) -> None:
@@ -151,7 +197,7 @@ class LocalCluster:
         while True:
             for p in state.procs:
                 if not procs.is_running(p):
-                    raise ClusterError(self._death_reason(p))
+                    raise self._death_reason(p)
             if check():
                 return
             if time.monotonic() > deadline:
@@ -159,21 +205,31 @@ class LocalCluster:
             time.sleep(0.1)
 
     @staticmethod
-    def _death_reason(p: procs.Proc) -> str:
+    def _death_reason(p: procs.Proc) -> ClusterError:
         try:
             lines = Path(p.log).read_text(errors="replace").splitlines()
         except OSError:
             lines = []
         text = "\n".join(lines[-40:])
         if m := _PORT_TAKEN.search(text):
-            return f"{p.name} could not listen: port 127.0.0.1:{m.group(1)} is already in use"
-        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
-        return f"{p.name} exited during start-up ({p.log}): {last[:300]}"
+            return PortTakenError(
+                f"{p.name} could not listen: port 127.0.0.1:{m.group(1)} is already in use"
+            )
+        how = procs.exit_description(p) or "exited"
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), None)
+        said = f"last output: {last[:300]}" if last else "it wrote nothing to its log"
+        return ClusterError(f"{p.name} {how} during start-up ({p.log}): {said}")
 
     # -- down / status -----------------------------------------------------------------
 
     def down(self) -> list[str]:
         """Stop every recorded component; return the names of those that were running."""
+        if not self.dir.is_dir():
+            return []
+        with procs.locked(self.lock_path):
+            return self._down()
+
+    def _down(self) -> list[str]:
         state = procs.State.load(self.state_path)
         rank = {name: i for i, name in enumerate(ORDER)}
         stopped = []
@@ -183,6 +239,53 @@ class LocalCluster:
             procs.stop(p)
         state.clear()
         return stopped
+
+    # -- faults (for tests and hack/chaos.py) ----------------------------------------------
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal one running component (e.g. SIGKILL the API server) and wait until it is gone
+        (for SIGKILL/SIGTERM); ``start`` brings it back as it was."""
+        state = procs.State.load(self.state_path)
+        proc = self._proc(state, name)
+        procs.signal_group(proc.pid, sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            procs.stop(proc, grace=10.0)
+
+    def start(self, name: str) -> None:
+        """Start a stopped component again with its recorded command line."""
+        state = procs.State.load(self.state_path)
+        old = self._proc(state, name)
+        if procs.is_running(old):
+            return
+        new = procs.spawn(
+            name,
+            old.argv,
+            Path(old.log),
+            old.port,
+            state.info.get("tie_to_parent") == "True",
+            self.dir,
+        )
+        state.replace(old, new)
+
+    def restart(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        self.kill(name, sig)
+        self.start(name)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the API server answers /readyz (after a restart of it or of etcd)."""
+        state = procs.State.load(self.state_path)
+        api = self._api(state)
+        if api is None:
+            raise ClusterError(f"the cluster in {self.dir} is not running")
+        self._wait(state, api.ready, time.monotonic() + timeout, "the API server to be ready")
+
+    def _proc(self, state: procs.State, name: str) -> procs.Proc:
+        for p in state.procs:
+            if p.name == name:
+                if not p.argv:
+                    raise ClusterError(f"{name} was started by an older version: run down, up")
+                return p
+        raise ClusterError(f"no component {name!r} in {self.dir}")
 
     def status(self) -> Status:
         state = procs.State.load(self.state_path)

@@ -62,9 +62,14 @@ def etcd(lay: Layout, client_port: int, peer_port: int) -> list[str]:
     ]
 
 
-def kube_apiserver(lay: Layout, port: int, etcd_port: int) -> list[str]:
+def kube_apiserver(
+    lay: Layout, port: int, etcd_port: int, *, flow_control: bool = False, watch_cache: bool = True
+) -> list[str]:
+    """``flow_control`` turns API Priority and Fairness on (429s for a throttled user);
+    without ``watch_cache`` watches are served by etcd, so a compaction makes an old
+    resourceVersion expire (410 Gone) as it would on a busy cluster."""
     p = lay.pki
-    return [
+    argv = [
         str(lay.bins / "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
         f"--secure-port={port}",
@@ -88,9 +93,12 @@ def kube_apiserver(lay: Layout, port: int, etcd_port: int) -> list[str]:
         f"--audit-log-path={lay.audit_log}",
         "--audit-log-format=json",
         # One client to be fair to; skipping flow control's bootstrap shortens start-up.
-        "--enable-priority-and-fairness=false",
+        f"--enable-priority-and-fairness={str(flow_control).lower()}",
         "--v=1",
     ]
+    if not watch_cache:
+        argv.append("--watch-cache=false")
+    return argv
 
 
 def _common(lay: Layout) -> list[str]:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -30,6 +32,8 @@ class Proc:
     argv0: str
     log: str
     port: int
+    # The whole command line, so that a component can be restarted as it was started.
+    argv: list[str] = field(default_factory=list)
 
 
 def _die_with_parent() -> None:
@@ -53,7 +57,35 @@ def spawn(name: str, argv: list[str], log: Path, port: int, tie_to_parent: bool,
     # Kept only so that Popen.__del__ does not warn about a running child: the processes
     # outlive this one when the CLI starts them, so liveness goes through /proc and state.json.
     _CHILDREN[popen.pid] = popen
-    return Proc(name=name, pid=popen.pid, argv0=argv[0], log=str(log), port=port)
+    return Proc(name=name, pid=popen.pid, argv0=argv[0], log=str(log), port=port, argv=argv)
+
+
+def exit_description(proc: Proc) -> str | None:
+    """How a component this process started ended ("exit status 1", "killed by SIGKILL"),
+    or None when that is unknown (started by another process, or still running)."""
+    child = _CHILDREN.get(proc.pid)
+    code = child.poll() if child is not None else None
+    if code is None:
+        return None
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if need be): one up/down per cluster
+    directory at a time, across processes. The kernel drops it if the holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def is_running(proc: Proc) -> bool:
@@ -98,6 +130,10 @@ def stop(proc: Proc, grace: float = 10.0) -> None:
         if not is_running(proc) and not _group_alive(proc.pid):
             return
         time.sleep(0.02)
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    _kill_group(pgid, sig)
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
@@ -172,6 +208,10 @@ class State:
 
     def add(self, proc: Proc) -> None:
         self.procs.append(proc)
+        self.save()
+
+    def replace(self, old: Proc, new: Proc) -> None:
+        self.procs = [new if p.pid == old.pid and p.name == old.name else p for p in self.procs]
         self.save()
 
     def clear(self) -> None:
