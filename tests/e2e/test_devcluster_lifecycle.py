@@ -75,6 +75,57 @@ def test_taken_port_is_reported(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"dev-cluster: port 127.0.0.1:{port} is already in use"
 
 
+def test_ups_at_once_share_a_directory_or_keep_apart(tmp_path: Path) -> None:
+    """Parallel CI jobs or a second checkout: two ups of one directory give one cluster, an up
+    of another directory at the same time gets ports of its own."""
+    bin_dir()
+    env = {**os.environ, "PYTHONPATH": str(OPERATOR_SRC)}
+    dirs = [tmp_path / "shared", tmp_path / "shared", tmp_path / "other"]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cobrowse_tls.cli", "dev-cluster", "up", "--dir", str(d)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for d in dirs
+    ]
+    try:
+        results = [(r.wait(timeout=180), *r.communicate()) for r in runs]
+        assert [code for code, _, _ in results] == [0, 0, 0], results
+        shared = json.loads((tmp_path / "shared" / "state.json").read_text())
+        other = json.loads((tmp_path / "other" / "state.json").read_text())
+        assert len(shared["procs"]) == len(other["procs"]) == 5
+        assert all(_pid_alive(p["pid"]) for p in shared["procs"] + other["procs"])
+        ports = [p["port"] for p in shared["procs"] + other["procs"] if p["port"]]
+        assert len(ports) == len(set(ports))
+        assert cli("status", "--dir", str(tmp_path / "shared")).returncode == 0
+        assert cli("status", "--dir", str(tmp_path / "other")).returncode == 0
+    finally:
+        for d in dirs[1:]:
+            cli("down", "--dir", str(d))
+
+
+def test_a_component_that_dies_during_start_up_is_explained(tmp_path: Path) -> None:
+    """Not "no output": how it ended (here SIGKILL, as the OOM killer would) and where its
+    log is."""
+    real = bin_dir()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for entry in real.iterdir():
+        (fake / entry.name).symlink_to(entry)
+    (fake / "etcd").unlink()
+    (fake / "etcd").write_text("#!/bin/sh\nkill -KILL $$\n")
+    (fake / "etcd").chmod(0o755)
+    result = cli("up", "--dir", str(tmp_path / "c"), env={"COBROWSE_TLS_BIN_DIR": str(fake)})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("dev-cluster: etcd killed by SIGKILL during start-up (")
+    assert lines[0].endswith("etcd.log): it wrote nothing to its log")
+
+
 def test_missing_binaries_are_reported(tmp_path: Path) -> None:
     env = {
         "COBROWSE_TLS_CACHE": str(tmp_path),

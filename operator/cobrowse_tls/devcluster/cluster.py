@@ -250,6 +250,7 @@ class LocalCluster:
         procs.signal_group(proc.pid, sig)
         if sig in (signal.SIGKILL, signal.SIGTERM):
             procs.stop(proc, grace=10.0)
+            procs.wait_gone(proc)
 
     def start(self, name: str) -> None:
         """Start a stopped component again with its recorded command line."""

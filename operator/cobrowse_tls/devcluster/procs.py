@@ -23,6 +23,7 @@ from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_EXITED: dict[int, int] = {}  # pid -> return code of reaped children (negative: signal)
 
 
 @dataclass
@@ -60,11 +61,17 @@ def spawn(name: str, argv: list[str], log: Path, port: int, tie_to_parent: bool,
     return Proc(name=name, pid=popen.pid, argv0=argv[0], log=str(log), port=port, argv=argv)
 
 
-def exit_description(proc: Proc) -> str | None:
+def exit_description(proc: Proc, wait: float = 2.0) -> str | None:
     """How a component this process started ended ("exit status 1", "killed by SIGKILL"),
-    or None when that is unknown (started by another process, or still running)."""
+    or None when that is unknown (started by another process, or still running after
+    ``wait`` seconds: it may be on its way out)."""
+    code = _EXITED.get(proc.pid)
     child = _CHILDREN.get(proc.pid)
-    code = child.poll() if child is not None else None
+    if code is None and child is not None:
+        try:
+            code = child.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
     if code is None:
         return None
     if code < 0:
@@ -105,6 +112,7 @@ def _reap(pid: int) -> None:
     child = _CHILDREN.get(pid)
     if child is not None:
         if child.poll() is not None:
+            _EXITED[pid] = child.returncode
             del _CHILDREN[pid]
         return
     with contextlib.suppress(ChildProcessError, OSError):
@@ -134,6 +142,21 @@ def stop(proc: Proc, grace: float = 10.0) -> None:
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
     _kill_group(pgid, sig)
+
+
+def wait_gone(proc: Proc, timeout: float = 10.0) -> None:
+    """Until the process has exited and its port is free again. A killed process stops
+    matching is_running while the kernel is still tearing it down, sockets included."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(proc.pid)
+        try:
+            gone = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+        except OSError:
+            gone = True
+        if gone and (not proc.port or port_free(proc.port)):
+            return
+        time.sleep(0.02)
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
