@@ -572,20 +572,64 @@ def test_peering_namespaced(helm: str, tmp_path: Path) -> None:
     assert "kopf" not in json.dumps(one(objs, "ClusterRole"))
 
 
-def test_replicas_need_peering(helm: str) -> None:
-    result = run_helm(
-        helm,
-        "template",
-        "x",
-        str(CHART),
-        "--kube-version",
-        KUBE_VERSION,
-        "--set",
-        "replicaCount=2",
-        check=False,
+def test_two_replicas_elect_a_leader_on_a_lease(helm: str) -> None:
+    """replicaCount: 2 works as it is: Lease election, no CRDs, rights on one Lease only."""
+    objs = template(helm, "--set", "replicaCount=2")
+    deployment = one(objs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    c = container(objs)
+    name = "cbtls-cobrowse-tls-operator"
+    for arg in (
+        "--leader-elect",
+        f"--lease-name={name}",
+        "--lease-duration=15",
+        "--renew-deadline=10",
+        "--retry-period=2",
+    ):
+        assert arg in c["args"]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c["env"]}
+    assert env["POD_NAMESPACE"] == "metadata.namespace"
+    assert env["POD_NAME"] == "metadata.name"
+    role = next(
+        r for r in by_kind(objs, "Role") if r["metadata"]["name"].endswith("-leader-election")
     )
-    assert result.returncode != 0
-    assert "replicaCount > 1 needs peering.enabled" in result.stderr
+    assert role["metadata"]["namespace"] == "cbtls-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [name],
+            "verbs": ["get", "update"],
+        },
+    ]
+    binding = next(
+        b for b in by_kind(objs, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]
+    )
+    assert binding["subjects"][0]["name"] == name
+    assert "kopf" not in json.dumps(objs)
+    assert not any(o["kind"] == "CustomResourceDefinition" for o in objs)
+
+
+def test_one_replica_needs_no_election_unless_asked(helm: str) -> None:
+    assert "--leader-elect" not in container(template(helm))["args"]
+    objs = template(
+        helm,
+        "--set",
+        "leaderElection.enabled=true",
+        "--set",
+        "leaderElection.retryPeriodSeconds=0.5",
+    )
+    assert "--retry-period=0.5" in container(objs)["args"]
+    assert any(r["metadata"]["name"].endswith("-leader-election") for r in by_kind(objs, "Role"))
+
+
+def test_peering_replaces_leader_election(helm: str) -> None:
+    args = container(template(helm, "--set", "peering.enabled=true", "--set", "replicaCount=2"))[
+        "args"
+    ]
+    assert "--leader-elect" not in args
 
 
 def test_metrics_service_and_service_monitor(helm: str) -> None:

@@ -42,6 +42,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "cbtls.fullname" .) .Values.peering.name -}}
 {{- end -}}
 
+{{/* Lease leader election: asked for, or needed by several replicas; kopf peering replaces it. */}}
+{{- define "cbtls.leaderElect" -}}
+{{- if and (not .Values.peering.enabled) (or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "cbtls.leaseName" -}}
+{{- default (include "cbtls.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
 {{- define "cbtls.image" -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
