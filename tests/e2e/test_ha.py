@@ -311,3 +311,14 @@ def test_conflicting_writer_409(scene: Scene, pki: pkim.PKI) -> None:
     assert outcome["writes"] > 0
     second = scene.converge()
     scene.check(first, second)
+
+
+def test_a_component_restarted_from_a_passing_thread_keeps_running(fc: FaultCluster) -> None:
+    """Found by hack/chaos.py: the parent-death signal that ties the components to the test
+    process is per thread, so a component started again from a fault-injecting thread was
+    killed when that thread ended (and the next start-up said "no output")."""
+    restarter = threading.Thread(target=fc.local.restart, args=("kube-scheduler",))
+    restarter.start()
+    restarter.join()
+    time.sleep(1.0)
+    assert fc.local.status().components["kube-scheduler"][0]

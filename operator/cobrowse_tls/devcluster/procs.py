@@ -8,6 +8,7 @@ PIDs go to ``state.json`` in the cluster directory as soon as each process start
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import fcntl
@@ -44,17 +45,27 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process: a
+# component started again from a short-lived thread (a fault injector) would be killed as soon
+# as that thread returned, silently. Tied children are therefore forked by this one thread,
+# which lives as long as the process.
+_FORKER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="devcluster-fork")
+
+
 def spawn(name: str, argv: list[str], log: Path, port: int, tie_to_parent: bool, cwd: Path) -> Proc:
-    with log.open("ab") as out:
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if tie_to_parent else None,
-        )
+    def fork() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if tie_to_parent else None,
+            )
+
+    popen = _FORKER.submit(fork).result() if tie_to_parent else fork()
     # Kept only so that Popen.__del__ does not warn about a running child: the processes
     # outlive this one when the CLI starts them, so liveness goes through /proc and state.json.
     _CHILDREN[popen.pid] = popen
