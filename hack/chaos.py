@@ -762,7 +762,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cobrowse-tls-chaos-"))
     run = Chaos(args, workdir)
     converge: dict[str, list[float]] = defaultdict(list)
-    failovers: list[float] = []
+    failovers: dict[str, list[float]] = defaultdict(list)
     violations: Counter[str] = Counter()
     details: list[str] = []
     started = time.monotonic()
@@ -774,7 +774,7 @@ def main() -> int:
             trial.check(trial_start)
             converge[kind].append(took)
             if (f := trial.failover()) is not None:
-                failovers.append(f)
+                failovers[kind].append(f)
             for err in trial.harness_errors:
                 print(f"# trial {i}: harness error: {err}", file=sys.stderr, flush=True)
             for v in trial.violations:
@@ -803,7 +803,7 @@ def main() -> int:
         f" {time.monotonic() - started:.0f} s in all)"
     )
     print("faults by kind: " + ", ".join(f"{k} {plan.count(k)}" for k in kinds))
-    print("time to converge after the fault (s):")
+    print("time to converge after the fault ended (component ready again, proxy open, ...) (s):")
     print(f"  {'kind':<15} {'n':>3} {'p50':>7} {'p99':>7}")
     for k in kinds:
         times = converge[k]
@@ -812,12 +812,13 @@ def main() -> int:
                 f"  {k:<15} {len(times):>3} {percentile(times, 50):7.1f}"
                 f" {percentile(times, 99):7.1f}"
             )
-    if failovers:
-        print(
-            f"fail-over (leader killed or paused -> first write by the new leader): p50"
-            f" {percentile(failovers, 50):.1f} s, p99 {percentile(failovers, 99):.1f} s"
-            f" (n={len(failovers)})"
-        )
+    for kind, what in (("leader-kill", "killed"), ("leader-pause", "paused")):
+        if times := failovers.get(kind):
+            print(
+                f"fail-over (leader {what} -> first write by the new leader): p50"
+                f" {percentile(times, 50):.1f} s, p99 {percentile(times, 99):.1f} s"
+                f" (n={len(times)})"
+            )
     print(f"write conflicts met by the other writer: {run.conflicts}")
     for d in details:
         print(f"  {d}")
