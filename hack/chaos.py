@@ -813,11 +813,11 @@ def main() -> int:
                 f" {percentile(times, 99):7.1f}"
             )
     for kind, what in (("leader-kill", "killed"), ("leader-pause", "paused")):
-        if times := failovers.get(kind):
+        if fo := failovers.get(kind):
             print(
                 f"fail-over (leader {what} -> first write by the new leader): p50"
-                f" {percentile(times, 50):.1f} s, p99 {percentile(times, 99):.1f} s"
-                f" (n={len(times)})"
+                f" {percentile(fo, 50):.1f} s, p99 {percentile(fo, 99):.1f} s"
+                f" (n={len(fo)})"
             )
     print(f"write conflicts met by the other writer: {run.conflicts}")
     for d in details:
