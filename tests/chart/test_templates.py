@@ -612,6 +612,18 @@ def test_two_replicas_elect_a_leader_on_a_lease(helm: str) -> None:
     assert not any(o["kind"] == "CustomResourceDefinition" for o in objs)
 
 
+def test_admission_policy_lets_the_leader_lease_through_only_with_election(helm: str) -> None:
+    def rules(*extra: str) -> str:
+        policy = one(template(helm, *extra), "ValidatingAdmissionPolicy")
+        return json.dumps(policy["spec"]["validations"])
+
+    assert "coordination.k8s.io/leases" not in rules()
+    text = rules("--set", "replicaCount=2")
+    assert "variables.resource == 'coordination.k8s.io/leases'" in text
+    assert 'request.namespace == \\"cbtls-system\\"' in text
+    assert 'object.metadata.name == \\"cbtls-cobrowse-tls-operator\\"' in text
+
+
 def test_one_replica_needs_no_election_unless_asked(helm: str) -> None:
     assert "--leader-elect" not in container(template(helm))["args"]
     objs = template(
