@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -738,6 +741,45 @@ def test_check_loads_what_a_pass_needs(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "cannot import what a pass needs: no _rust extension" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _not_in_the_agent_image() -> list[str]:
+    """The top-level modules of the package's dependencies that images/agent/Dockerfile.windows
+    does not install (it installs cryptography, then the package with --no-deps)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {re.split(r"[^A-Za-z0-9._-]", d, maxsplit=1)[0] for d in project["dependencies"]}
+    absent = {_dist_key(d) for d in wanted} - {"cryptography"}
+    found = importlib.metadata.packages_distributions()
+    return sorted(m for m, dists in found.items() if any(_dist_key(d) in absent for d in dists))
+
+
+def _dist_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_check_and_a_pass_need_only_what_the_windows_image_installs(
+    env: Env, pki: pki_module.PKI
+) -> None:
+    blocked = _not_in_the_agent_image()
+    assert {"jks", "pyasn1", "pyasn1_modules", "kubernetes", "kopf"} <= set(blocked)
+    # None in sys.modules: any import of these (or of a submodule) raises ImportError.
+    prelude = (
+        f"import sys\nsys.modules.update(dict.fromkeys({blocked!r}))\n"
+        "from cobrowse_tls import cli\nsys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+
+    def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", prelude, "agent", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
+
+    check = agent_cli("check")
+    assert check.returncode == 0, check.stderr
+    ca = env.ca(pki.root, pki.intermediate)
+    one_pass = agent_cli(*_run_args(env, ca, "--once"))
+    assert one_pass.returncode == 0, one_pass.stderr
+    assert env.contents() == {tp(pki.root), tp(pki.intermediate)}
+    assert (env.base / "ready").read_text() == ca[1]
 
 
 def test_the_windows_image_build_fails_unless_the_agent_loads() -> None:

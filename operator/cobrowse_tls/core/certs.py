@@ -19,8 +19,6 @@ from typing import NoReturn
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 
-from cobrowse_tls.core import pfx
-
 __all__ = [
     "CACertificate",
     "CertificateError",
@@ -166,7 +164,7 @@ def _parse_pem(data: bytes, source: str) -> list[tuple[x509.Certificate, bytes]]
             ) from None
         if label == b"TRUSTED CERTIFICATE":
             # OpenSSL's trusted form appends trust settings after the certificate itself.
-            der = der[: pfx.tlv_total_length(der) or len(der)]
+            der = der[: _tlv_total_length(der) or len(der)]
         try:
             certs.append((x509.load_der_x509_certificate(der), der))
         except ValueError:
@@ -180,13 +178,37 @@ def _parse_pem(data: bytes, source: str) -> list[tuple[x509.Certificate, bytes]]
     return certs
 
 
+def _tlv_total_length(data: bytes) -> int | None:
+    """The length that the first DER element of ``data`` declares (header included)."""
+    # Only the header is read, so the length a truncated file declares can be reported.
+    if len(data) < 2:
+        return None
+    length = data[1]
+    if not length & 0x80:
+        return 2 + length
+    count = length & 0x7F
+    if count == 0 or count > 4 or len(data) < 2 + count:
+        return None
+    return 2 + count + int.from_bytes(data[2 : 2 + count], "big")
+
+
+def _looks_like_pfx(data: bytes) -> bool:
+    """True when ``data`` starts like a PFX: SEQUENCE { INTEGER 3, ContentInfo ... }."""
+    # Only the first bytes are checked so that truncated files are still recognised as
+    # PKCS#12 and reported as such.
+    if _tlv_total_length(data) is None or data[0] != 0x30:
+        return False
+    header = 2 + (data[1] & 0x7F if data[1] & 0x80 else 0)
+    return data[header : header + 3] == b"\x02\x01\x03"
+
+
 def _parse_binary(data: bytes, source: str, password: bytes | None) -> list[x509.Certificate]:
     try:
         return [x509.load_der_x509_certificate(data)]
     except ValueError:
         pass
-    if not pfx.looks_like_pfx(data):
-        declared = pfx.tlv_total_length(data)
+    if not _looks_like_pfx(data):
+        declared = _tlv_total_length(data)
         if data[:1] == b"\x30" and declared is not None and declared > len(data):
             raise CertificateError(
                 INVALID_CERTIFICATE,
@@ -215,6 +237,10 @@ def _parse_pkcs12(data: bytes, source: str, password: bytes | None) -> list[x509
 
 
 def _pkcs12_failure(data: bytes, source: str, password: bytes | None) -> NoReturn:
+    # Imported here, not at the top: pfx needs pyjks and pyasn1, which the Windows agent image
+    # does not install (the agent parses only the PEM the operator wrote).
+    from cobrowse_tls.core import pfx
+
     try:
         pfx.check(data, password)
     except pfx.WrongPasswordError:

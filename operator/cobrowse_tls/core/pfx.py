@@ -32,30 +32,6 @@ class WrongPasswordError(Pkcs12Error):
     """The MAC does not verify with the given password."""
 
 
-def tlv_total_length(data: bytes) -> int | None:
-    """The length that the first DER element of ``data`` declares (header included)."""
-    # Only the header is read, so the length a truncated file declares can be reported.
-    if len(data) < 2:
-        return None
-    length = data[1]
-    if not length & 0x80:
-        return 2 + length
-    count = length & 0x7F
-    if count == 0 or count > 4 or len(data) < 2 + count:
-        return None
-    return 2 + count + int.from_bytes(data[2 : 2 + count], "big")
-
-
-def looks_like_pfx(data: bytes) -> bool:
-    """True when ``data`` starts like a PFX: SEQUENCE { INTEGER 3, ContentInfo ... }."""
-    # Only the first bytes are checked so that truncated files are still recognised as
-    # PKCS#12 and reported as such.
-    if tlv_total_length(data) is None or data[0] != 0x30:
-        return False
-    header = 2 + (data[1] & 0x7F if data[1] & 0x80 else 0)
-    return data[header : header + 3] == b"\x02\x01\x03"
-
-
 # Digest algorithms a PKCS#12 MAC may name (RFC 7292 and RFC 9579 list these).
 _MAC_HASHES: dict[str, Callable[..., hashlib._Hash]] = {
     "1.3.14.3.2.26": hashlib.sha1,
