@@ -3,7 +3,8 @@
 Written from the manual (DESIGN.md section 3), not from the model: the [security] options go
 on the Server object (8.5.000), the Node object (8.5.001+) or the Cluster object (8.5.003+),
 on the Node object when Solution Control Server is used; connections go on the Server object
-(8.5.000) or the Cluster object (8.5.001+). A release that is not set means a current one.
+(8.5.000) or the Cluster object (8.5.001+). A release that is not set means 8.5.000 for the
+Server object (the only release that has one reading the options) and a current one otherwise.
 The model tests (tests/unit) and the API server's CEL tests (tests/e2e) both check every row.
 """
 
@@ -29,6 +30,11 @@ RELEASES: dict[str | None, tuple[set[str], set[str], str]] = {
 TYPES = ("Server", "Node", "Cluster")
 
 
+def release(version: str | None, type_: str) -> str | None:
+    """The release a row is for (the key of RELEASES)."""
+    return "8.5.000" if version is None and type_ == "Server" else version
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     version: str | None
@@ -51,23 +57,23 @@ class Row:
 
 
 def _refusal(version: str | None, type_: str, scs: bool) -> str | None:
-    security, with_scs, _ = RELEASES[version]
-    release = f"Co-browse {version or DEFAULT}"
+    security, with_scs, _ = RELEASES[release(version, type_)]
+    label = f"Co-browse {version or DEFAULT}"
     if type_ not in security:
         return (
-            f"{release} does not read the [security] options from the {type_} object"
+            f"{label} does not read the [security] options from the {type_} object"
             f" {SECURITY_OBJECTS}"
         )
     if scs and type_ not in with_scs:
         return (
-            f"solutionControlServer: with Solution Control Server, {release} reads the"
+            f"solutionControlServer: with Solution Control Server, {label} reads the"
             f" [security] options from the Node object, not the {type_} object"
         )
     return None
 
 
 ROWS = [
-    Row(version, type_, scs, _refusal(version, type_, scs), RELEASES[version][2])
+    Row(version, type_, scs, _refusal(version, type_, scs), RELEASES[release(version, type_)][2])
     for version in RELEASES
     for type_ in TYPES
     for scs in (False, True)

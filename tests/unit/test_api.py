@@ -516,7 +516,7 @@ RULE_CASES: list[tuple[type[base.Model], Callable[[Doc], None], str]] = [
     ),
     (
         models.Application,
-        lambda s: s["application"].update(type="Server"),
+        lambda s: s["application"].update(type="Server", version="8.5.001"),
         "does not read the [security] options from th",
     ),
     (
@@ -707,6 +707,8 @@ def test_every_rule_has_a_case() -> None:
         lambda s: s["application"].update(
             type="Server", version="8.5.000", solutionControlServer=True
         ),
+        # A CR from before application.version: the Server object means Co-browse 8.5.000.
+        lambda s: s["application"].update(type="Server"),
         lambda s: s.update(
             configServer={"host": "h", "port": 1, "backupHost": "b", "backupPort": 2}
         ),
@@ -740,7 +742,7 @@ def test_the_manuals_table_of_releases_and_objects(row: manual_table.Row) -> Non
     )
     if row.refusal is None:
         app = models.parse(doc).spec.application
-        assert models.connections_object(app.version).value == row.connections_object
+        assert models.connections_object(app.version, app.type).value == row.connections_object
     else:
         message = errors_of(doc)
         assert row.refusal in message

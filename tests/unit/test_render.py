@@ -200,7 +200,7 @@ def test_connections_yaml_names_the_object_the_release_reads(
     else:
         assert "of the Cluster application object (the one Node CB_Node belongs to)" in text
     assert yaml.safe_load(text) == {
-        "release": row.version or "8.5.003+",
+        "release": manual_table.release(row.version, row.type) or "8.5.003+",
         "application": application,
         "connections": [
             {"server": "MessageServer", "host": "msgserver.genesys.svc", "securePort": 9021},

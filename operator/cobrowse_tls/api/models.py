@@ -85,6 +85,7 @@ class WindowsLocation(enum.StrEnum):
 # are compared as strings (CEL does the same), which the version pattern keeps in step with
 # their numeric order: one digit for major and minor, three for the release.
 VERSION_RE = r"^(8\.5|9\.[0-9])\.[0-9]{3}(\.[0-9]{1,3})?$"
+SERVER_RELEASE = "8.5.000"  # the only release whose Server object reads the options
 FIRST_NODE_RELEASE = "8.5.001"  # the Node and Cluster objects appear; Server is 8.5.000 only
 FIRST_CLUSTER_SECURITY_RELEASE = "8.5.003"  # [security] may also go on the Cluster object
 DEFAULT_RELEASE = f"{FIRST_CLUSTER_SECURITY_RELEASE} or later (application.version not set)"
@@ -96,8 +97,17 @@ def release_label(version: str | None) -> str:
     return f"Co-browse {version or DEFAULT_RELEASE}"
 
 
+def release(version: str | None, object_type: ApplicationType) -> str | None:
+    """The release a CR is for: application.version; not set, 8.5.000 for the Server object
+    (the only release that reads it) and a current release (None) for the others."""
+    if version is None and object_type is ApplicationType.SERVER:
+        return SERVER_RELEASE
+    return version
+
+
 def reads_security(version: str | None, object_type: ApplicationType) -> bool:
     """Whether that release reads the [security] options from that application object."""
+    version = release(version, object_type)
     if object_type is ApplicationType.SERVER:
         return version is not None and version < FIRST_NODE_RELEASE
     if object_type is ApplicationType.NODE:
@@ -105,8 +115,9 @@ def reads_security(version: str | None, object_type: ApplicationType) -> bool:
     return version is None or version >= FIRST_CLUSTER_SECURITY_RELEASE
 
 
-def connections_object(version: str | None) -> ApplicationType:
+def connections_object(version: str | None, object_type: ApplicationType) -> ApplicationType:
     """The application object whose connections that release reads (its Connections tab)."""
+    version = release(version, object_type)
     if version is not None and version < FIRST_NODE_RELEASE:
         return ApplicationType.SERVER
     return ApplicationType.CLUSTER
@@ -141,7 +152,8 @@ class Application(base.Model):
             "The Co-browse release, for example 8.5.002 or 8.5.104.03: it decides which"
             " application object reads the [security] options (Server: 8.5.000; Node: 8.5.001+;"
             " Cluster: 8.5.003+) and the connections (Server: 8.5.000; Cluster: 8.5.001+)."
-            " Not set: a current release (8.5.003 or later)."
+            f" Not set: {SERVER_RELEASE} for type Server, a current release (8.5.003 or later)"
+            " for the others."
         ),
     )
     solution_control_server: bool = pydantic.Field(
@@ -155,7 +167,7 @@ class Application(base.Model):
     rules = (
         base.Rule(
             cel=f"{_CEL_TYPE} == 'Server'"
-            f" ? (has(self.version) && self.version < '{FIRST_NODE_RELEASE}')"
+            f" ? (!has(self.version) || self.version < '{FIRST_NODE_RELEASE}')"
             f" : {_CEL_TYPE} == 'Node'"
             f" ? (!has(self.version) || self.version >= '{FIRST_NODE_RELEASE}')"
             f" : (!has(self.version) || self.version >= '{FIRST_CLUSTER_SECURITY_RELEASE}')",

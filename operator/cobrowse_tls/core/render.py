@@ -556,14 +556,15 @@ def connections_yaml(tls: models.CobrowseTLS) -> str:
     it is the object spec.application names.
     """
     app = tls.spec.application
-    target = models.connections_object(app.version)
+    target = models.connections_object(app.version, app.type)
     application: dict[str, str] = {"type": target.value}
     where = f"the {target.value} application object"
     if target is app.type:
         application["name"] = app.name
     else:
         where += f" (the one {app.type.value} {app.name} belongs to)"
-    doc: dict[str, Any] = {"release": app.version or f"{models.FIRST_CLUSTER_SECURITY_RELEASE}+"}
+    release = models.release(app.version, app.type)
+    doc: dict[str, Any] = {"release": release or f"{models.FIRST_CLUSTER_SECURITY_RELEASE}+"}
     doc["application"] = application
     doc["connections"] = [
         {"server": c.name, "host": c.host, "securePort": c.port} for c in tls.spec.connections
