@@ -15,7 +15,9 @@ import pytest
 from kubernetes import client
 
 import pki as pkim
-from cobrowse_tls.core import agent_manifest, restart_plan
+from cobrowse_tls.api import models
+from cobrowse_tls.core import agent_manifest, render, restart_plan
+from cobrowse_tls.engine import kube
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
     MSCAPI_LABEL,
@@ -230,6 +232,35 @@ def test_deletion_runs_the_cleanup_phase_then_removes_the_agents(
     reasons = [e["reason"] for e in api.events(namespace, "cb")]
     assert "CleanupStarted" in reasons
     assert "CleanupComplete" in reasons
+
+
+def test_a_live_agent_daemon_set_switched_to_cleanup_applies_on_the_api_server(
+    cluster: E2ECluster, namespace: str
+) -> None:
+    # What the operator does for a CR whose spec no longer parses: apply the live object, as
+    # the API server returns it (defaults, status, managedFields), switched to cleanup.
+    kube_client = kube.Client(cluster.api_client)
+    fingerprint = "sha256:" + "ab" * 32
+    tls = models.parse(cobrowse_tls(namespace, "gone", spec()))
+    kube_client.apply(
+        render.agent_daemon_set(
+            tls, fingerprint=fingerprint, input_hash="h", agent=agent_manifest.AgentConfig()
+        )
+    )
+    live = kube_client.get_workload("DaemonSet", namespace, "gone-mscapi-agent")
+    assert live is not None
+    since = "2030-01-01T00:00:00Z"
+    kube_client.apply(agent_manifest.switch_to_cleanup(live, cleanup_since=since))
+    after = kube_client.get_workload("DaemonSet", namespace, "gone-mscapi-agent")
+    assert after is not None
+    assert after["metadata"]["generation"] == live["metadata"]["generation"] + 1
+    assert after["metadata"]["annotations"][agent_manifest.ANNOTATION_CLEANUP_SINCE] == since
+    template = after["spec"]["template"]
+    assert template["metadata"]["annotations"][agent_manifest.ANNOTATION_MODE] == "cleanup"
+    container = template["spec"]["containers"][0]
+    assert container["args"][container["args"].index("--mode") + 1] == "cleanup"
+    probe = container["readinessProbe"]["exec"]["command"]
+    assert probe[probe.index("--expect") + 1] == f"cleaned:{fingerprint}"
 
 
 def test_pod_security_refusing_the_agents_is_reported_until_the_namespace_allows_them(

@@ -558,8 +558,10 @@ def test_mscapi_never_adopts_someone_elses_daemon_set() -> None:
     assert not [s for s in summary(decision) if s[0] == "finalizers" or s[1:2] == ("DaemonSet",)]
 
 
-def our_agents(mode: str, *, since: str | None = None) -> dict[str, Any]:
-    tls = models.parse(mscapi())
+def our_agents(
+    mode: str, *, since: str | None = None, windows: dict[str, str] | None = None
+) -> dict[str, Any]:
+    tls = models.parse(cr("MSCAPI", windows=windows) if windows else mscapi())
     ds = render.agent_daemon_set(
         tls,
         fingerprint=FP_OTHER,
@@ -639,12 +641,42 @@ def test_deletion_never_touches_someone_elses_daemon_set() -> None:
     assert summary(decision) == [("finalizers", "other/finalizer")]
 
 
-def test_deletion_of_an_unreadable_spec_skips_the_cleanup() -> None:
-    body = mscapi(**DELETING)
-    body["spec"]["provider"] = "Bogus"
-    decision = run(snapshot(body, agent=our_agents(agent_manifest.SYNC)))
+SID = "S-1-5-21-3623811015-3361044348-30300820-1013"
+
+
+def test_deletion_of_a_spec_that_no_longer_parses_still_cleans_up() -> None:
+    # Written before location User took store CA only: its agents wrote to the user's store.
+    was = {"location": "User", "account": SID, "store": "CA"}
+    old_shape = cr("MSCAPI", windows={**was, "store": "Root"}, meta=DELETING)
+    written = cr("MSCAPI", windows=was)
+    live = rolled_out(
+        render.agent_daemon_set(
+            models.parse(written),
+            fingerprint=FP_OTHER,
+            input_hash="h",
+            agent=agent_manifest.AgentConfig(),
+        )
+    )
+    snap = snapshot(old_shape, agent=live)
+    assert snap.tls is None
+    decision = run(snap)
     assert summary(decision) == [
-        ("event", "CleanupSkipped"),
+        ("apply", "DaemonSet", "cobrowse-mscapi-agent"),
+        ("event", "CleanupStarted"),
+    ]
+    assert decision.requeue_after == SETTINGS.rollout_poll
+    # The same change as for a spec that parses, made on the live template.
+    [ds] = applied(decision, "DaemonSet")
+    assert ds["spec"] == our_agents(agent_manifest.CLEANUP, windows=was)["spec"]
+    args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--mode") + 1] == agent_manifest.CLEANUP
+    assert args[args.index("--account") + 1] == SID
+    annotations = ds["metadata"]["annotations"]
+    assert annotations[agent_manifest.ANNOTATION_CLEANUP_SINCE] == DELETING["deletionTimestamp"]
+
+    cleaned = dataclasses.replace(snap, agent=rolled_out(ds), agent_pods=cleanup_pods(True))
+    assert summary(run(cleaned)) == [
+        ("event", "CleanupComplete"),
         ("delete", "cobrowse-mscapi-agent"),
         ("finalizers", "other/finalizer"),
     ]

@@ -116,6 +116,27 @@ def test_cleanup_mode_changes_the_template_and_the_expected_marker() -> None:
     )
 
 
+def test_a_live_daemon_set_switched_to_cleanup_is_what_cleanup_mode_renders() -> None:
+    t = tls(location="Service", account="CoBrowse", store="CA")
+    live = ds(t)
+    # What the API server adds to the object it returns.
+    live["metadata"].update(uid="d-1", resourceVersion="42", generation=3, managedFields=[{}])
+    live["metadata"]["annotations"]["deprecated.daemonset.template.generation"] = "3"
+    live["status"] = {"desiredNumberScheduled": 2}
+    since = "2030-01-01T00:00:00Z"
+    switched = agent_manifest.switch_to_cleanup(live, cleanup_since=since)
+    rendered = ds(t, mode=agent_manifest.CLEANUP, cleanup_since=since)
+    assert switched["spec"] == rendered["spec"]
+    assert set(switched) == {"apiVersion", "kind", "metadata", "spec"}
+    meta = switched["metadata"]
+    assert set(meta) == {"name", "namespace", "labels", "ownerReferences", "annotations"}
+    assert meta["annotations"] == {
+        "tls.cobrowse.io/input-hash": live["metadata"]["annotations"]["tls.cobrowse.io/input-hash"],
+        agent_manifest.ANNOTATION_CLEANUP_SINCE: since,
+    }
+    assert live["spec"] == ds(t)["spec"]  # the live object is left as it was
+
+
 def test_agent_settings_change_the_input_hash() -> None:
     a = ds(tls())
     b = render.agent_daemon_set(

@@ -231,15 +231,19 @@ def test_reconcile_writes_once_then_nothing_while_nothing_changes() -> None:
     ]
 
 
-def test_an_mscapi_cr_is_deleted_only_after_its_agents_cleaned_up() -> None:
-    body = cr("MSCAPI", windows={"store": "Root", "location": "LocalMachine"})
-    fake = cluster(body)
+@pytest.mark.parametrize("parses", [True, False], ids=["spec", "spec-that-no-longer-parses"])
+def test_an_mscapi_cr_is_deleted_only_after_its_agents_cleaned_up(parses: bool) -> None:
+    windows = {"store": "CA", "location": "User", "account": "S-1-5-21-1-2-3-1001"}
+    fake = cluster(cr("MSCAPI", windows=windows))
     reconciler.reconcile(fake, current(fake), SETTINGS, NOW)
     assert current(fake)["metadata"]["finalizers"] == [agent_manifest.FINALIZER]
     assert fake.get("DaemonSet", NS, "cobrowse-mscapi-agent") is not None
 
     deleting = current(fake)
     deleting["metadata"]["deletionTimestamp"] = "2030-01-01T00:00:00Z"
+    if not parses:
+        # Stored under an older schema, which let location User take store Root.
+        deleting["spec"]["windows"]["store"] = "Root"
     fake.put(deleting)
     again = reconciler.reconcile(fake, current(fake), SETTINGS, NOW)
     assert again.requeue_after == SETTINGS.rollout_poll

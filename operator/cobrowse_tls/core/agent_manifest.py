@@ -7,6 +7,7 @@ own rollout status says which Windows nodes hold the current CA set.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -58,11 +59,12 @@ class AgentConfig:
     interval: int = 30  # seconds between two checks of the store
 
 
-def selector_labels(tls: models.CobrowseTLS) -> dict[str, str]:
+def selector_labels(name: str) -> dict[str, str]:
+    """The labels of the agents of the CobrowseTLS ``name``."""
     return {
         "app.kubernetes.io/name": "cobrowse-tls-operator",
         LABEL_COMPONENT: COMPONENT,
-        "tls.cobrowse.io/owner": tls.metadata.name,
+        "tls.cobrowse.io/owner": name,
     }
 
 
@@ -101,7 +103,7 @@ def daemon_set(
     ]  # fmt: skip
     if windows.account:
         args += ["--account", windows.account]
-    labels = selector_labels(tls)
+    labels = selector_labels(tls.metadata.name)
     meta = {
         **metadata,
         "name": tls.agent_daemonset_name,
@@ -184,6 +186,40 @@ def daemon_set(
             },
         },
     }
+
+
+_PREFIX = f"{models.GROUP}/"
+
+
+def switch_to_cleanup(live: Mapping[str, Any], *, cleanup_since: str) -> dict[str, Any]:
+    """The live agent DaemonSet ``live`` in cleanup mode: what daemon_set(mode=CLEANUP) changes
+    (the mode annotation and flag, the probe's marker, the cleanup-since annotation), made on
+    the live object, for a CobrowseTLS whose spec no longer parses (the store the agents wrote
+    to is then known only from their template). Returns an object to apply."""
+    meta = live["metadata"]
+    # Only the annotations the operator writes: the DaemonSet registry keeps its own.
+    ours = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(_PREFIX)}
+    annotations = {**ours, ANNOTATION_CLEANUP_SINCE: cleanup_since}
+    spec = copy.deepcopy(dict(live["spec"]))
+    template = spec["template"]
+    fingerprint = str(template["metadata"].get("annotations", {}).get(ANNOTATION_FINGERPRINT, ""))
+    template["metadata"].setdefault("annotations", {})[ANNOTATION_MODE] = CLEANUP
+    for container in template["spec"]["containers"]:
+        _set_flag(container.get("args") or [], "--mode", CLEANUP)
+        probe = (container.get("readinessProbe") or {}).get("exec") or {}
+        _set_flag(probe.get("command") or [], "--expect", expected_marker(fingerprint, CLEANUP))
+    kept = ("name", "namespace", "labels", "ownerReferences")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {**{k: meta[k] for k in kept if k in meta}, "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def _set_flag(args: list[Any], flag: str, value: str) -> None:
+    if flag in args[:-1]:
+        args[args.index(flag) + 1] = value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -423,18 +423,19 @@ def _cleanup(
     """Drive the agents to remove what they added; True once done (or timed out)."""
     template = ds["spec"]["template"]["metadata"].get("annotations") or {}
     fingerprint = str(template.get(agent_manifest.ANNOTATION_FINGERPRINT, ""))
-    if snap.tls is None:
-        writes.append(Event("Warning", "CleanupSkipped", "spec unreadable; agents not cleaned"))
-        return True
     if template.get(agent_manifest.ANNOTATION_MODE) != agent_manifest.CLEANUP:
-        cleanup = render.agent_daemon_set(
-            snap.tls,
-            fingerprint=fingerprint,
-            input_hash="cleanup",
-            agent=settings.agent,
-            mode=agent_manifest.CLEANUP,
-            cleanup_since=stamps.rfc3339(since),
-        )
+        if snap.tls is not None:
+            cleanup = render.agent_daemon_set(
+                snap.tls,
+                fingerprint=fingerprint,
+                input_hash="cleanup",
+                agent=settings.agent,
+                mode=agent_manifest.CLEANUP,
+                cleanup_since=stamps.rfc3339(since),
+            )
+        else:
+            # The spec no longer parses: the live template still names the store to clean.
+            cleanup = agent_manifest.switch_to_cleanup(ds, cleanup_since=stamps.rfc3339(since))
         writes.append(Apply(cleanup))
         writes.append(Event("Normal", "CleanupStarted", "agents remove the CAs they added"))
         return False

@@ -29,7 +29,7 @@ def observe(
     finalizers = body["metadata"].get("finalizers") or ()
     if body["metadata"].get("deletionTimestamp"):
         if agent_manifest.FINALIZER in finalizers:
-            snap = dataclasses.replace(snap, **_agents(client, body, tls, syncing=False))
+            snap = dataclasses.replace(snap, **_agents(client, body, syncing=False))
         return snap
     if tls is None:
         return snap
@@ -59,7 +59,7 @@ def observe(
         if not mscapi:
             return snap
     if mscapi or agent_manifest.FINALIZER in finalizers:
-        snap = dataclasses.replace(snap, **_agents(client, body, tls, syncing=mscapi))
+        snap = dataclasses.replace(snap, **_agents(client, body, syncing=mscapi))
     if settings.verify_connections and connections.endpoints(tls.spec):
         snap = dataclasses.replace(snap, connections=_handshakes(snap, tls, settings, now))
     return snap
@@ -119,13 +119,7 @@ def _targets(client: kube.Reader, tls: models.CobrowseTLS) -> tuple[restart_plan
     return tuple(out)
 
 
-def _agents(
-    client: kube.Reader,
-    body: Mapping[str, Any],
-    tls: models.CobrowseTLS | None,
-    *,
-    syncing: bool,
-) -> dict[str, Any]:
+def _agents(client: kube.Reader, body: Mapping[str, Any], *, syncing: bool) -> dict[str, Any]:
     """The agent DaemonSet and, when there are agents of ours to follow (or about to be, when
     ``syncing`` the CAs to them), their pods."""
     meta = body["metadata"]
@@ -133,8 +127,9 @@ def _agents(
     ds = client.get_workload("DaemonSet", namespace, models.agent_daemonset_name(meta["name"]))
     ours = ds is not None and decide.owned_by(ds, meta["name"])
     pods: tuple[Mapping[str, Any], ...] = ()
-    if tls is not None and (ours or (ds is None and syncing)):
-        labels = agent_manifest.selector_labels(tls)
+    if ours or (ds is None and syncing):
+        # By name: a CR whose spec no longer parses still has agents to clean up.
+        labels = agent_manifest.selector_labels(meta["name"])
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         pods = tuple(client.list_pods(namespace, selector))
     events: tuple[Mapping[str, Any], ...] = ()
