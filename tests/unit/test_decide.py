@@ -207,6 +207,12 @@ def test_bad_input_is_reported_and_changes_nothing_else(case: str) -> None:
     previous = snap.body.get("status") or {}
     assert decision.status is not None
     assert decision.status.get("trustStore") == previous.get("trustStore")
+    types = [c["type"] for c in decision.status["conditions"]]
+    if case == "invalid-spec":
+        # A spec that does not parse reports only its error, the others go.
+        assert types == ["Ready", "TrustStoreReady"]
+    elif conditions.find(previous.get("conditions"), "CertificatesValid") is not None:
+        assert "CertificatesValid" in types
     # Reported once: the same bad input again writes nothing.
     assert run(settle(snap, decision)).writes == ()
 

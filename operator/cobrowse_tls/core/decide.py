@@ -321,13 +321,19 @@ def _observation(cond: Obj) -> conditions.Observation:
 
 
 def _invalid(
-    snap: Snapshot, error: conditions.Observation, now: datetime, notes: Sequence[str] = ()
+    snap: Snapshot,
+    error: conditions.Observation,
+    now: datetime,
+    notes: Sequence[str] = (),
+    *,
+    keep_conditions: bool = True,
 ) -> Decision:
     """Bad input: the last good outputs stay exactly as they are, nothing restarts; the status
-    reports the error and keeps everything else as the last good reconcile left it."""
+    reports the error and keeps everything else as the last good reconcile left it (but the
+    other conditions, without ``keep_conditions``)."""
     previous = snap.body.get("status") or {}
     kept = [error]
-    for kept_type in conditions.ORDER:
+    for kept_type in conditions.ORDER if keep_conditions else ():
         old = conditions.find(previous.get("conditions"), kept_type)
         if old is not None and kept_type not in (conditions.READY, error.type):
             kept.append(_observation(old))
@@ -523,7 +529,8 @@ def decide(snap: Snapshot, settings: settings_mod.Settings, now: datetime) -> De
         error = conditions.Observation(
             conditions.TRUST_STORE_READY, False, INVALID_SPEC, snap.spec_error or "invalid"
         )
-        return _invalid(snap, error, now)
+        # A spec that does not parse says nothing of its workloads, agents or connections.
+        return _invalid(snap, error, now, keep_conditions=False)
     namespace = tls.metadata.namespace or "default"
     if tls.spec.provider is models.Provider.MSCAPI and not settings.mscapi_allowed(
         namespace, snap.namespace_labels
