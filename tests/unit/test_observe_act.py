@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 import pki as pkim
-from cobrowse_tls.core import agent_manifest, decide, render
+from cobrowse_tls.api import models
+from cobrowse_tls.core import agent_manifest, certs, decide, render
 from cobrowse_tls.core import settings as settings_mod
-from cobrowse_tls.engine import act, kube, observe, reconciler
+from cobrowse_tls.engine import act, connections, kube, observe, reconciler
 from unit import fake_cluster
 from unit.builders import secret_doc, tls_doc
 
@@ -160,6 +162,85 @@ def test_mscapi_where_not_allowed_is_refused_and_creates_nothing() -> None:
     )
     reconciler.reconcile(fake, current(fake), by_label, NOW)
     assert fake.get("DaemonSet", NS, "cobrowse-mscapi-agent") is not None
+
+
+def test_observe_reads_workloads_by_name_and_by_selector_once_each() -> None:
+    body = cr(
+        workloads=[
+            {"kind": "Deployment", "name": "web"},
+            {"kind": "StatefulSet", "name": "gone"},
+            {"kind": "Deployment", "selector": {"matchLabels": {"app": "cb"}}},
+        ]
+    )
+    web = {"kind": "Deployment", "metadata": {"name": "web", "namespace": NS,
+           "labels": {"app": "cb"}}, "spec": {"replicas": 1}}  # fmt: skip
+    fake = cluster(body, web)
+    snap = observe.observe(fake, current(fake), SETTINGS, NOW)
+    assert ("get", "Deployment", "web") in fake.requests
+    assert ("get", "StatefulSet", "gone") in fake.requests
+    assert [(t.kind, t.name, t.obj is not None) for t in snap.workloads] == [
+        ("Deployment", "web", True),  # named, then selected: one target
+        ("StatefulSet", "gone", False),  # missing: reported, looked for again
+    ]
+    web_target = snap.workloads[0].obj
+    assert web_target is not None
+    assert web_target["spec"] == {"replicas": 1}
+
+
+Verify = tuple[models.CobrowseTLSSpec, bytes]
+
+
+def _verifying(monkeypatch: pytest.MonkeyPatch) -> list[Verify]:
+    """Handshakes recorded instead of made: (spec, the CAs trusted) of each verify_all call."""
+    calls: list[Verify] = []
+
+    def verify_all(spec: models.CobrowseTLSSpec, ca_pem: bytes) -> tuple[bool, str, str]:
+        calls.append((spec, ca_pem))
+        return False, connections.HANDSHAKE_FAILED, "configServer: certificate verify failed"
+
+    monkeypatch.setattr(connections, "verify_all", verify_all)
+    return calls
+
+
+VERIFYING = dataclasses.replace(SETTINGS, verify_connections=True)
+
+
+def test_observe_verifies_connections_trusting_only_the_cas_it_would_render(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _verifying(monkeypatch)
+    fake = cluster(cr())
+    assert observe.observe(fake, current(fake), SETTINGS, NOW).connections is None
+    assert calls == []  # off unless --verify-connections
+    snap = observe.observe(fake, current(fake), VERIFYING, NOW)
+    assert snap.connections == (
+        False,
+        connections.HANDSHAKE_FAILED,
+        "configServer: certificate verify failed",
+    )
+    assert snap.tls is not None
+    [(spec, ca_pem)] = calls
+    assert spec == snap.tls.spec
+    assert [c.der for c in certs.parse_source(ca_pem, source="ca.pem")] == [PKI.root.der]
+    assert fake.writes == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        cr(trustedCA={"sources": [{"secret": {"name": "absent", "key": "ca.crt"}}]}),
+        cr("Disabled"),  # renders no CA to trust
+    ],
+    ids=["source-not-found", "no-ca"],
+)
+def test_observe_makes_no_handshake_when_there_are_no_cas_to_trust(
+    monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]
+) -> None:
+    calls = _verifying(monkeypatch)
+    fake = cluster(body)
+    snap = observe.observe(fake, current(fake), VERIFYING, NOW)
+    assert calls == []
+    assert snap.connections is None
 
 
 # -- act ---------------------------------------------------------------------------------------
