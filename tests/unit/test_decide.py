@@ -414,6 +414,36 @@ def test_a_stalled_rollout_is_reported_and_holds_further_restarts() -> None:
     assert condition(decision, "WorkloadsRestarted") == ("False", "RolloutStalled")
 
 
+def test_a_workload_the_operator_may_not_read_is_reported_and_nothing_restarts() -> None:
+    body = cr(workloads=[{"kind": "Deployment", "name": "web"}])
+    last = good(body, workloads=targets(deploy("web")))
+    assert last.body["status"]["restart"]["workloads"][0]["state"] == restart_plan.ROLLING_OUT
+    edited = copy.deepcopy(dict(last.body))
+    edited["spec"]["trustedCA"]["sources"].append({"inline": pkim.pem(PKI.intermediate).decode()})
+    forbidden = dataclasses.replace(
+        last,
+        body=edited,
+        tls=models.parse(edited),
+        workloads=(),
+        workload_error="Deployment web: the operator may not read it",
+    )
+    decision = run(forbidden)
+    assert decision.result == "ok"
+    # The outputs are still written; no restart starts without the workloads' state.
+    assert [s for s in summary(decision) if s[0] == "apply"] == [
+        ("apply", "Secret", "cobrowse-truststore"),
+        ("apply", "ConfigMap", "cobrowse-security"),
+    ]
+    assert condition(decision, "WorkloadsRestarted") == ("False", decide.WORKLOAD_FORBIDDEN)
+    assert condition(decision, "Ready") == ("False", decide.WORKLOAD_FORBIDDEN)
+    [event] = [w for w in decision.writes if isinstance(w, decide.Event) and w.type == "Warning"]
+    assert event.reason == decide.WORKLOAD_FORBIDDEN
+    assert "Deployment web: the operator may not read it" in event.message
+    assert decision.status is not None
+    assert decision.status["restart"] == last.body["status"]["restart"]
+    assert run(settle(forbidden, decision)).writes == ()
+
+
 def test_a_missing_workload_is_reported_and_looked_for_again() -> None:
     body = cr(workloads=[{"kind": "Deployment", "name": "gone"}])
     decision = run(snapshot(body, workloads=(restart_plan.Target("Deployment", "gone", None),)))

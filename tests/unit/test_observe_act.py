@@ -84,6 +84,31 @@ def test_a_source_the_operator_may_not_read_is_bad_input_other_errors_are_raised
         observe.observe(fake, current(fake), SETTINGS, NOW)
 
 
+@pytest.mark.parametrize(
+    ("workload", "request_"),
+    [
+        ({"kind": "Deployment", "name": "web"}, ("get", "Deployment", "web")),
+        (
+            {"kind": "StatefulSet", "selector": {"matchLabels": {"app": "cb"}}},
+            ("list", "StatefulSet", "app=cb"),
+        ),
+    ],
+    ids=["by-name", "by-selector"],
+)
+def test_a_workload_the_operator_may_not_read_is_reported_other_errors_are_raised(
+    workload: dict[str, Any], request_: tuple[str, str, str]
+) -> None:
+    fake = cluster(cr(workloads=[workload]))
+    fake.fail(*request_, kube.KubeError(403, "forbidden"))
+    snap = observe.observe(fake, current(fake), SETTINGS, NOW)
+    label = workload.get("name") or "selector app=cb"
+    assert snap.workload_error == f"{workload['kind']} {label}: the operator may not read it"
+    assert ("get", "ConfigMap", "cobrowse-security") in fake.requests  # the rest is read
+    fake.fail(*request_, kube.KubeError(500, "etcd timed out"))
+    with pytest.raises(kube.KubeError):
+        observe.observe(fake, current(fake), SETTINGS, NOW)
+
+
 def test_observe_reads_nothing_for_a_spec_that_does_not_parse() -> None:
     body = cr()
     body["spec"]["provider"] = "Bogus"

@@ -25,6 +25,7 @@ from cobrowse_tls.core import agent_manifest, certs, conditions, render, restart
 from cobrowse_tls.core import settings as settings_mod
 
 SOURCE_FORBIDDEN = "SourceForbidden"
+WORKLOAD_FORBIDDEN = "WorkloadForbidden"
 INVALID_SPEC = "InvalidSpec"
 # An object with an output's name exists and is someone else's.
 OUTPUT_CONFLICT = "OutputConflict"
@@ -54,6 +55,7 @@ class Snapshot:
     secret: Obj | None = None  # the outputs as they are now (None: absent)
     config_map: Obj | None = None
     workloads: tuple[restart_plan.Target, ...] = ()  # the targeted workloads as they are now
+    workload_error: str | None = None  # a targeted workload the operator may not read (which)
     agent: Obj | None = None  # the MSCAPI agent DaemonSet
     agent_pods: tuple[Obj, ...] = ()
     agent_events: tuple[Obj, ...] = ()  # its FailedCreate events, while it lacks pods
@@ -611,7 +613,15 @@ def decide(snap: Snapshot, settings: settings_mod.Settings, now: datetime) -> De
 
     previous = snap.body.get("status") or {}
     restart_status: dict[str, Any] | None = None
-    if tls.spec.workloads:
+    if tls.spec.workloads and snap.workload_error is not None:
+        # Without the workloads' state no restart can be planned: none starts, progress stays.
+        restart_status = previous.get("restart")
+        observations.append(
+            conditions.Observation(
+                conditions.WORKLOADS_RESTARTED, False, WORKLOAD_FORBIDDEN, snap.workload_error
+            )
+        )
+    elif tls.spec.workloads:
         plan, restart_status = restart_plan.plan(
             snap.workloads,
             desired=rendered.material_hash,

@@ -2,8 +2,8 @@
 
 Nothing here writes and nothing here decides: what to read follows from the CR alone (its
 sources, its outputs, its workloads, its agents), and core/decide.py makes of it what it will.
-Raises kube.KubeError when a read fails (the reconcile is retried), except a source the
-operator may not read: that is bad input, reported in the status.
+Raises kube.KubeError when a read fails (the reconcile is retried), except a source or a
+workload the operator may not read: that is reported in the status.
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ def observe(
     namespace = tls.metadata.namespace or "default"
     jks = tls.spec.provider is models.Provider.JKS
     sources, source_error = _sources(client, tls)
+    workloads, workload_error = _targets(client, tls)
     snap = dataclasses.replace(
         snap,
         sources=sources,
         source_error=source_error,
         secret=client.get_secret(namespace, tls.truststore_secret_name),
         config_map=client.get_config_map(namespace, tls.security_config_map_name),
-        workloads=_targets(client, tls),
+        workloads=workloads,
+        workload_error=workload_error,
         new_password=passwords.generate() if jks else None,
         new_hash_key=passwords.generate_hash_key() if jks else None,
     )
@@ -95,28 +97,36 @@ def _sources(
     return data, error
 
 
-def _targets(client: kube.Reader, tls: models.CobrowseTLS) -> tuple[restart_plan.Target, ...]:
-    """The workloads the spec targets, as they are now (a missing one with obj None)."""
+def _targets(
+    client: kube.Reader, tls: models.CobrowseTLS
+) -> tuple[tuple[restart_plan.Target, ...], str | None]:
+    """The workloads the spec targets, as they are now (a missing one with obj None), and
+    which one the operator may not read, if any."""
     namespace = tls.metadata.namespace or "default"
     out: list[restart_plan.Target] = []
     seen: set[tuple[str, str]] = set()
     for w in tls.spec.workloads:
         kind = w.kind.value
         found: list[dict[str, Any] | None]
-        if w.name is not None:
-            found = [client.get_workload(kind, namespace, w.name)]
-            label = w.name
-        else:
-            assert w.selector is not None
-            selector = restart_plan.label_selector(w.selector)
-            found = [*client.list_workloads(kind, namespace, selector)] or [None]
-            label = f"selector {selector}"
+        try:
+            if w.name is not None:
+                label = w.name
+                found = [client.get_workload(kind, namespace, w.name)]
+            else:
+                assert w.selector is not None
+                selector = restart_plan.label_selector(w.selector)
+                label = f"selector {selector}"
+                found = [*client.list_workloads(kind, namespace, selector)] or [None]
+        except kube.KubeError as exc:
+            if exc.status != 403:
+                raise
+            return tuple(out), f"{kind} {label}: the operator may not read it"
         for obj in found:
             name = obj["metadata"]["name"] if obj is not None else label
             if (kind, name) not in seen:
                 seen.add((kind, name))
                 out.append(restart_plan.Target(kind, name, obj))
-    return tuple(out)
+    return tuple(out), None
 
 
 def _agents(client: kube.Reader, body: Mapping[str, Any], *, syncing: bool) -> dict[str, Any]:
