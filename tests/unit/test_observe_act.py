@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from datetime import timedelta
 from typing import Any
 
@@ -284,6 +285,20 @@ def test_act_writes_in_order_and_stops_at_the_first_failure() -> None:
         act.act(fake, current(fake), writes)
     assert fake.writes == [("apply", "Secret", "a"), ("apply", "ConfigMap", "b")]
     assert "status" not in current(fake)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stray:
+    """Not one of decide's writes, though it has a name like DeleteDaemonSet."""
+
+    name: str
+
+
+def test_act_refuses_a_write_it_does_not_know() -> None:
+    fake = cluster(cr())
+    with pytest.raises(AssertionError):
+        act.act(fake, current(fake), [typing.cast(decide.Write, Stray("cobrowse-mscapi-agent"))])
+    assert fake.writes == []
 
 
 def test_act_posts_events_on_a_best_effort_basis() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, assert_never
 
 from cobrowse_tls.core import decide
 from cobrowse_tls.engine import kube
@@ -30,8 +30,10 @@ def act(client: kube.Writer, body: Mapping[str, Any], writes: Sequence[decide.Wr
         elif isinstance(write, decide.SetFinalizers):
             # Only if the CR is still as observed: a finalizer list is not merged, it is replaced.
             client.set_finalizers(namespace, name, list(write.finalizers), meta["resourceVersion"])
-        else:
+        elif isinstance(write, decide.DeleteDaemonSet):
             client.delete_daemon_set(namespace, write.name)
+        else:
+            assert_never(write)
 
 
 def _event(client: kube.Writer, body: Mapping[str, Any], event: decide.Event) -> None:
