@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
+import gc
 import importlib.metadata
 import json
 import logging
@@ -15,8 +17,10 @@ import sys
 import threading
 import time
 import tomllib
+import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -718,6 +722,32 @@ def test_a_console_shutdown_event_ends_the_loop_after_the_pass(
     assert codes == [0]
     assert "stopping (signal or console control event)" in caplog.text
     assert env.ready(config) == config.fingerprint
+
+
+def test_the_registered_console_handler_is_never_freed(
+    env: Env, pki: pki_module.PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered: list[tuple[weakref.ref[Any], bool]] = []
+
+    class Kernel32:
+        def SetConsoleCtrlHandler(self, routine: Any, add: bool) -> int:
+            registered.append((weakref.ref(routine), add))
+            return 1
+
+    # Windows as far as _run sees it: ctypes' stdcall callbacks are cdecl ones elsewhere.
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(ctypes, "WINFUNCTYPE", ctypes.CFUNCTYPE, raising=False)
+    monkeypatch.setattr(ctypes, "WinDLL", lambda *a, **k: Kernel32(), raising=False)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's own handlers
+    monkeypatch.setattr(agent, "loop", lambda *a: 0)
+    assert agent._run(env.config(env.ca(pki.root))) == 0
+    gc.collect()
+    [(routine, added)] = registered
+    assert added
+    # Still there for a CTRL_SHUTDOWN_EVENT after the loop ended: returns at once, handled.
+    handler = routine()
+    assert handler is not None
+    assert handler(agent.CTRL_SHUTDOWN_EVENT) == 1
 
 
 def test_the_console_handler_never_waits_past_its_grace() -> None:

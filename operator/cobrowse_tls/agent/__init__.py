@@ -357,6 +357,11 @@ class ConsoleStop:
         return 1  # TRUE: handled
 
 
+# The registered console handler: Windows may call it until the process is gone (it is never
+# unregistered), so it must never be freed.
+_console_handler: object = None
+
+
 def _install_console_handler(handler: ConsoleStop) -> object:
     """Register ``handler`` on Windows; returns what must stay referenced while it is."""
     if sys.platform != "win32":
@@ -380,12 +385,12 @@ def _run(config: Config) -> int:
     for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
-    handler = _install_console_handler(ConsoleStop(stop, stopped))
+    global _console_handler
+    _console_handler = _install_console_handler(ConsoleStop(stop, stopped))
     try:
         return loop(config, open_store, stop)
     finally:
         stopped.set()
-        del handler
 
 
 def loop(config: Config, open_store: Callable[[Target], Store], stop: threading.Event) -> int:
