@@ -53,7 +53,11 @@ CONTRACTS = (
 )
 
 # Calls that read the clock or the random source, by their last attribute names.
-_CLOCK_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("date", "today"), ("os", "urandom")}
+# (fromtimestamp: without a tz it reads the local time zone, and the core has no use for it.)
+_CLOCK_CALLS = {
+    ("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"), ("date", "today"),
+    ("datetime", "fromtimestamp"), ("os", "urandom"),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ def test_bad_imports_are_reported(tmp_path: Path) -> None:
             "    from cobrowse_tls.engine import kube\n"
             "    from ..engine.kube import Client\n"
             "    import kubernetes.client\n"
+            "    datetime.today()\n"
+            "    datetime.fromtimestamp(0)\n"
             "    return datetime.now(UTC)\n"
         ),
         "engine/__init__.py": "",
@@ -175,6 +181,8 @@ def test_bad_imports_are_reported(tmp_path: Path) -> None:
         f"cobrowse_tls/core/render.py:4: imports cobrowse_tls.engine ({pure})",
         f"cobrowse_tls/core/render.py:5: imports cobrowse_tls.engine ({pure})",
         f"cobrowse_tls/core/render.py:6: imports kubernetes ({pure})",
-        f"cobrowse_tls/core/render.py:7: calls datetime.now() ({pure})",
+        f"cobrowse_tls/core/render.py:7: calls datetime.today() ({pure})",
+        f"cobrowse_tls/core/render.py:8: calls datetime.fromtimestamp() ({pure})",
+        f"cobrowse_tls/core/render.py:9: calls datetime.now() ({pure})",
         f"cobrowse_tls/engine/kube.py:1: imports cobrowse_tls.cli ({engine})",
     ]
