@@ -280,6 +280,25 @@ def test_hash_key_is_drawn_once_then_kept_and_changes_only_with_the_password() -
     assert base64.b64decode(rewritten["data"][render.HASH_KEY]) == b"k" * 32
 
 
+def test_no_password_reaches_the_repr_of_a_snapshot_or_a_decision() -> None:
+    password, pkcs12_password, hash_key = "first-generated", "pkcs12-s3cret", b"hash-key" * 4
+    secrets = {"genesys-ca": {"ca.crt": pkim.pem(PKI.root), "pw": pkcs12_password.encode()}}
+    first = snapshot(
+        cr("JKS", truststore={}), secrets=secrets, new_password=password, new_hash_key=hash_key
+    )
+    decision = run(first)
+    assert decision.rendered is not None
+    assert decision.rendered.files[render.TRUSTSTORE_PASSWORD] == password.encode()
+    later = settle(first, decision)
+    assert later.secret is not None
+    texts = [repr(first), repr(later), repr(decision), *map(repr, decision.writes)]
+    encoded = [base64.b64encode(v).decode() for v in (password.encode(), hash_key)]
+    for text in texts:
+        for secret in (password, *encoded, pkcs12_password, "hash-key"):
+            assert secret not in text
+    assert "Apply(obj=<Secret cobrowse-truststore>)" in repr(decision.writes)
+
+
 def test_an_unusable_kept_password_is_replaced_with_a_note() -> None:
     last = good(cr("JKS", truststore={}), new_password="first-generated")
     assert last.secret is not None

@@ -43,16 +43,19 @@ Obj = Mapping[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """Everything one reconcile reads, read once, before anything is written."""
+    """Everything one reconcile reads, read once, before anything is written.
+
+    Fields that may hold secrets (source data, the truststore Secret, passwords) stay out of
+    its repr, so a log line or a test failure never prints them."""
 
     body: Obj  # the CobrowseTLS as the API gave it
     tls: models.CobrowseTLS | None  # its spec parsed; None when it does not parse
     spec_error: str | None = None  # why it does not parse ("spec.field: message")
     sources: render.ObjectData = dataclasses.field(
-        default_factory=lambda: render.ObjectData(secrets={}, config_maps={})
+        default_factory=lambda: render.ObjectData(secrets={}, config_maps={}), repr=False
     )
     source_error: render.InvalidInput | None = None  # a source the operator may not read
-    secret: Obj | None = None  # the outputs as they are now (None: absent)
+    secret: Obj | None = dataclasses.field(default=None, repr=False)  # the outputs as they are now
     config_map: Obj | None = None
     workloads: tuple[restart_plan.Target, ...] = ()  # the targeted workloads as they are now
     workload_error: str | None = None  # a targeted workload the operator may not read (which)
@@ -60,9 +63,10 @@ class Snapshot:
     agent_pods: tuple[Obj, ...] = ()
     agent_events: tuple[Obj, ...] = ()  # its FailedCreate events, while it lacks pods
     connections: tuple[bool, str, str] | None = None  # the handshakes, when they were made
-    new_password: str | None = None  # a fresh JKS password, used when none is named or kept
+    # A fresh JKS password, used when none is named or kept.
+    new_password: str | None = dataclasses.field(default=None, repr=False)
     # A fresh key for the password's part of the published hashes, used when none is kept.
-    new_hash_key: bytes | None = None
+    new_hash_key: bytes | None = dataclasses.field(default=None, repr=False)
     # The namespace's labels, read only when MSCAPI may be allowed by namespace labels.
     namespace_labels: Mapping[str, str] | None = None
 
@@ -86,6 +90,12 @@ class Apply:
     """Server-side apply of an output, the agent DaemonSet or a workload's restart patch."""
 
     obj: Obj
+
+    def __repr__(self) -> str:
+        if self.obj.get("kind") == "Secret":
+            # Its data (the store, its password) never reaches a log line.
+            return f"Apply(obj=<Secret {self.obj['metadata'].get('name')}>)"
+        return f"Apply(obj={self.obj!r})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +138,7 @@ class Decision:
     status: Obj | None = None  # the operator's part of the status once written
     requeue_after: float | None = None  # seconds: something is still to happen
     earliest_expiry: datetime | None = None
-    rendered: render.Rendered | None = None
+    rendered: render.Rendered | None = dataclasses.field(default=None, repr=False)  # secrets
     notes: tuple[str, ...] = ()  # for the log
 
 

@@ -68,14 +68,14 @@ class SourceData:
 
     label: str
     data: bytes
-    password: bytes | None = None
+    password: bytes | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class ObjectData:
     """The data the caller could find: Secrets and ConfigMaps of the CR's namespace, by name."""
 
-    secrets: Mapping[str, Mapping[str, bytes]]
+    secrets: Mapping[str, Mapping[str, bytes]] = dataclasses.field(repr=False)
     config_maps: Mapping[str, Mapping[str, bytes]]
 
 
@@ -238,8 +238,8 @@ def check_password(raw: bytes, where: str) -> str:
 class Rendered:
     """Everything the operator writes for one CobrowseTLS, and what its status reports."""
 
-    files: dict[str, bytes]
-    secret: dict[str, Any] | None
+    files: dict[str, bytes] = dataclasses.field(repr=False)  # the JKS password among them
+    secret: dict[str, Any] | None = dataclasses.field(repr=False)
     config_map: dict[str, Any]
     selection: certs.Selection
     fingerprint: str
