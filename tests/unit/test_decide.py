@@ -690,6 +690,32 @@ def test_a_stuck_cleanup_never_blocks_deletion_past_the_timeout(after: int, rele
     ]
 
 
+@pytest.mark.parametrize(("after", "released"), [(60, False), (121, True)])
+def test_a_stuck_cleanup_after_leaving_mscapi_gives_up_at_the_same_timeout(
+    after: int, released: bool
+) -> None:
+    # The same steps as on deletion, timed from when the agents were switched to cleanup.
+    since = DELETED_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
+    snap = snapshot(
+        cr(meta={"finalizers": [agent_manifest.FINALIZER, "other/finalizer"]}),
+        agent=our_agents(agent_manifest.CLEANUP, since=since),
+        agent_pods=cleanup_pods(False),
+    )
+    settings = dataclasses.replace(SETTINGS, cleanup_timeout=timedelta(seconds=120))
+    decision = run(snap, settings, DELETED_AT + timedelta(seconds=after))
+    steps = summary(decision)
+    agents = [s for s in steps if s[0] in ("delete", "finalizers") or "Cleanup" in s[-1]]
+    if not released:
+        assert agents == []
+        assert decision.requeue_after == SETTINGS.rollout_poll
+        return
+    assert agents == [
+        ("event", "CleanupTimedOut"),
+        ("delete", "cobrowse-mscapi-agent"),
+        ("finalizers", "other/finalizer"),
+    ]
+
+
 def test_deletion_never_touches_someone_elses_daemon_set() -> None:
     theirs = {"kind": "DaemonSet", "metadata": {"name": "cobrowse-mscapi-agent", "labels": {}}}
     decision = run(snapshot(mscapi(**DELETING), agent=theirs))

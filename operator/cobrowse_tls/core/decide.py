@@ -472,45 +472,33 @@ def _cleanup(
     return False
 
 
-def _retire(
-    snap: Snapshot,
-    tls: models.CobrowseTLS,
-    settings: settings_mod.Settings,
-    now: datetime,
-    writes: list[Write],
+def _release_agents(
+    snap: Snapshot, settings: settings_mod.Settings, now: datetime, writes: list[Write]
 ) -> bool:
-    """Provider no longer MSCAPI: clean the stores up, then remove the agents and finalizer.
-
-    Returns whether the cleanup is still under way.
-    """
-    if agent_manifest.FINALIZER not in (snap.body["metadata"].get("finalizers") or ()):
-        return False
+    """On deletion, or once the provider is no longer MSCAPI: the agents clean the stores up,
+    then they go, then our finalizer. Returns whether the cleanup is still under way."""
+    meta = snap.body["metadata"]
+    if agent_manifest.FINALIZER not in (meta.get("finalizers") or ()):
+        return False  # never had agents (the garbage collector removes the outputs)
     ds = snap.agent
-    if ds is not None and owned_by(ds, tls.metadata.name):
-        stamp = (ds["metadata"].get("annotations") or {}).get(
+    if ds is not None and owned_by(ds, meta["name"]):
+        annotations = ds["metadata"].get("annotations") or {}
+        stamp = meta.get("deletionTimestamp") or annotations.get(
             agent_manifest.ANNOTATION_CLEANUP_SINCE
         )
-        since = stamps.parse_rfc3339(stamp) if stamp else now
+        since = stamps.parse_rfc3339(str(stamp)) if stamp else now
         if not _cleanup(snap, ds, settings, now, since, writes):
             return True
-        writes.append(DeleteDaemonSet(tls.agent_daemonset_name))
+        writes.append(DeleteDaemonSet(models.agent_daemonset_name(meta["name"])))
     writes += _without_finalizer(snap.body)
     return False
 
 
 def _finalize(snap: Snapshot, settings: settings_mod.Settings, now: datetime) -> Decision:
     """Deletion of a CobrowseTLS: the agents clean up, then our finalizer goes."""
-    meta = snap.body["metadata"]
-    if agent_manifest.FINALIZER not in (meta.get("finalizers") or ()):
-        return Decision("ok")  # the garbage collector removes the outputs
     writes: list[Write] = []
-    ds = snap.agent
-    if ds is not None and owned_by(ds, meta["name"]):
-        since = stamps.parse_rfc3339(str(meta["deletionTimestamp"]))
-        if not _cleanup(snap, ds, settings, now, since, writes):
-            return Decision("ok", tuple(writes), requeue_after=settings.rollout_poll)
-        writes.append(DeleteDaemonSet(models.agent_daemonset_name(meta["name"])))
-    writes += _without_finalizer(snap.body)
+    if _release_agents(snap, settings, now, writes):
+        return Decision("ok", tuple(writes), requeue_after=settings.rollout_poll)
     return Decision("ok", tuple(writes))
 
 
@@ -618,7 +606,7 @@ def decide(snap: Snapshot, settings: settings_mod.Settings, now: datetime) -> De
             # MSCAPI workloads read the host's store: restart them only once it holds the CAs.
             blocked_by = "the Windows agents to sync"
             requeue = settings.rollout_poll
-    elif _retire(snap, tls, settings, now, writes):
+    elif _release_agents(snap, settings, now, writes):
         requeue = settings.rollout_poll
 
     previous = snap.body.get("status") or {}
