@@ -370,12 +370,11 @@ def _with_finalizer(body: Obj) -> list[Write]:
     return [SetFinalizers((*finalizers, agent_manifest.FINALIZER))]
 
 
-def _without_finalizer(body: Obj) -> list[Write]:
-    finalizers = list(body["metadata"].get("finalizers") or [])
-    if agent_manifest.FINALIZER not in finalizers:
-        return []
+def _without_finalizer(body: Obj) -> SetFinalizers:
+    """The finalizers but ours (only called when ours is there)."""
+    finalizers = list(body["metadata"]["finalizers"])
     finalizers.remove(agent_manifest.FINALIZER)
-    return [SetFinalizers(tuple(finalizers))]
+    return SetFinalizers(tuple(finalizers))
 
 
 def _contains(live: Any, wanted: Any) -> bool:
@@ -490,7 +489,7 @@ def _release_agents(
         if not _cleanup(snap, ds, settings, now, since, writes):
             return True
         writes.append(DeleteDaemonSet(models.agent_daemonset_name(meta["name"])))
-    writes += _without_finalizer(snap.body)
+    writes.append(_without_finalizer(snap.body))
     return False
 
 
