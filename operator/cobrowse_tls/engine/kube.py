@@ -198,16 +198,6 @@ class Client:
     def get_namespace(self, name: str) -> dict[str, Any] | None:
         return _optional(self.core.read_namespace, name)
 
-    def get_cobrowse_tls(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return _optional(
-            self.custom.get_namespaced_custom_object,
-            models.GROUP,
-            models.VERSION,
-            namespace,
-            models.PLURAL,
-            name,
-        )
-
     def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         calls = {
             "Deployment": self.apps.read_namespaced_deployment,
