@@ -250,7 +250,11 @@ def test_a_live_agent_daemon_set_switched_to_cleanup_applies_on_the_api_server(
     live = kube_client.get_workload("DaemonSet", namespace, "gone-mscapi-agent")
     assert live is not None
     since = "2030-01-01T00:00:00Z"
-    kube_client.apply(agent_manifest.switch_to_cleanup(live, cleanup_since=since))
+    kube_client.apply(
+        agent_manifest.switch_to_cleanup(
+            live, cleanup_since=since, agent=agent_manifest.AgentConfig()
+        )
+    )
     after = kube_client.get_workload("DaemonSet", namespace, "gone-mscapi-agent")
     assert after is not None
     assert after["metadata"]["generation"] == live["metadata"]["generation"] + 1

@@ -124,7 +124,9 @@ def test_a_live_daemon_set_switched_to_cleanup_is_what_cleanup_mode_renders() ->
     live["metadata"]["annotations"]["deprecated.daemonset.template.generation"] = "3"
     live["status"] = {"desiredNumberScheduled": 2}
     since = "2030-01-01T00:00:00Z"
-    switched = agent_manifest.switch_to_cleanup(live, cleanup_since=since)
+    switched = agent_manifest.switch_to_cleanup(
+        live, cleanup_since=since, agent=agent_manifest.AgentConfig(image="agent:1")
+    )
     rendered = ds(t, mode=agent_manifest.CLEANUP, cleanup_since=since)
     assert switched["spec"] == rendered["spec"]
     assert set(switched) == {"apiVersion", "kind", "metadata", "spec"}
@@ -135,6 +137,18 @@ def test_a_live_daemon_set_switched_to_cleanup_is_what_cleanup_mode_renders() ->
         agent_manifest.ANNOTATION_CLEANUP_SINCE: since,
     }
     assert live["spec"] == ds(t)["spec"]  # the live object is left as it was
+
+
+def test_a_switched_daemon_set_takes_the_current_agent_image_and_command() -> None:
+    # Written by an older operator with another agent image: the admission policy admits only
+    # the image and command the operator runs with now.
+    old = agent_manifest.AgentConfig(image="agent:old", command=("C:\\old\\python.exe", "-m", "x"))
+    live = render.agent_daemon_set(tls(), fingerprint=FP, input_hash="sha256:x", agent=old)
+    since = "2030-01-01T00:00:00Z"
+    switched = agent_manifest.switch_to_cleanup(
+        live, cleanup_since=since, agent=agent_manifest.AgentConfig(image="agent:1")
+    )
+    assert switched["spec"] == ds(tls(), mode=agent_manifest.CLEANUP, cleanup_since=since)["spec"]
 
 
 def test_agent_settings_change_the_input_hash() -> None:

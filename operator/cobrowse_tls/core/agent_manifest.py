@@ -191,11 +191,16 @@ def daemon_set(
 _PREFIX = f"{models.GROUP}/"
 
 
-def switch_to_cleanup(live: Mapping[str, Any], *, cleanup_since: str) -> dict[str, Any]:
+def switch_to_cleanup(
+    live: Mapping[str, Any], *, cleanup_since: str, agent: AgentConfig
+) -> dict[str, Any]:
     """The live agent DaemonSet ``live`` in cleanup mode: what daemon_set(mode=CLEANUP) changes
     (the mode annotation and flag, the probe's marker, the cleanup-since annotation), made on
     the live object, for a CobrowseTLS whose spec no longer parses (the store the agents wrote
-    to is then known only from their template). Returns an object to apply."""
+    to is then known only from their template). Returns an object to apply.
+
+    The image and command become ``agent``'s, as in every DaemonSet the operator renders: the
+    admission policy admits no other, and an upgrade may have changed them since ``live``."""
     meta = live["metadata"]
     # Only the annotations the operator writes: the DaemonSet registry keeps its own.
     ours = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(_PREFIX)}
@@ -205,9 +210,14 @@ def switch_to_cleanup(live: Mapping[str, Any], *, cleanup_since: str) -> dict[st
     fingerprint = str(template["metadata"].get("annotations", {}).get(ANNOTATION_FINGERPRINT, ""))
     template["metadata"].setdefault("annotations", {})[ANNOTATION_MODE] = CLEANUP
     for container in template["spec"]["containers"]:
+        container["image"] = agent.image
+        container["command"] = [*agent.command, "agent", "run"]
         _set_flag(container.get("args") or [], "--mode", CLEANUP)
         probe = (container.get("readinessProbe") or {}).get("exec") or {}
-        _set_flag(probe.get("command") or [], "--expect", expected_marker(fingerprint, CLEANUP))
+        command = list(probe.get("command") or [])
+        if "agent" in command:  # the probe's own arguments follow `agent probe`
+            probe["command"] = command = [*agent.command, *command[command.index("agent") :]]
+        _set_flag(command, "--expect", expected_marker(fingerprint, CLEANUP))
     kept = ("name", "namespace", "labels", "ownerReferences")
     return {
         "apiVersion": "apps/v1",

@@ -452,7 +452,9 @@ def _cleanup(
             )
         else:
             # The spec no longer parses: the live template still names the store to clean.
-            cleanup = agent_manifest.switch_to_cleanup(ds, cleanup_since=stamps.rfc3339(since))
+            cleanup = agent_manifest.switch_to_cleanup(
+                ds, cleanup_since=stamps.rfc3339(since), agent=settings.agent
+            )
         writes.append(Apply(cleanup))
         writes.append(Event("Normal", "CleanupStarted", "agents remove the CAs they added"))
         return False
