@@ -707,6 +707,17 @@ def restart_setup(c: bo.Cluster, crs: Watcher, ns: str, provider: str) -> None:
     crs.wait(ready)
 
 
+def rolled_out(obj: Obj) -> bool:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    replicas = spec.get("replicas", 1)
+    return bool(
+        status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0)
+        and status.get("updatedReplicas", 0) == replicas
+        and status.get("availableReplicas", 0) == replicas
+        and status.get("replicas", 0) == replicas
+    )
+
+
 def template_hash(obj: Obj) -> str | None:
     meta = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
     value = (meta.get("annotations") or {}).get(RESTARTED_FOR)
@@ -715,8 +726,9 @@ def template_hash(obj: Obj) -> str | None:
 
 def restart_one(c: bo.Cluster, deployments: Watcher, ns: str) -> Callable[[int], float | None]:
     def one(i: int) -> float | None:
-        # The rollout of the previous rotation settles first (as in a real rotation).
-        time.sleep(0.2)
+        # The rollouts of the previous rotation complete first (as between real rotations).
+        settled = [deployments.expect(f"{ns}/{n}", rolled_out) for n in ("web-1", "web-2", "web-3")]
+        deployments.wait_all(settled, 60)
         with deployments.cond:
             before = {k: template_hash(o) for k, (o, _) in deployments.latest.items()}
         exp = deployments.expect(
@@ -733,11 +745,13 @@ def restart_one(c: bo.Cluster, deployments: Watcher, ns: str) -> Callable[[int],
 # -- the table --------------------------------------------------------------------------------
 
 
-def ratio(ours: float | None, peer: float | None) -> str:
+def ratio(
+    ours: float | None, peer: float | None, more: str = "slower", less: str = "faster"
+) -> str:
     if ours is None or peer is None or peer == 0 or ours == 0:
         return ""
     r = ours / peer
-    return f"{r:.2f}x ({'slower' if r > 1 else 'faster'})" if r != 1 else "1.00x"
+    return f"{r:.2f}x ({more if r > 1 else less})" if r != 1 else "1.00x"
 
 
 def p50(ms: list[float]) -> float | None:
@@ -790,7 +804,7 @@ def print_table(ours: Figures, tm: Figures, bulk: int, notes: list[str]) -> None
             num(ours.bulk_cpu, " s"),
             num(tm.bulk_cpu, " s"),
             "",
-            ratio(ours.bulk_cpu, tm.bulk_cpu),
+            ratio(ours.bulk_cpu, tm.bulk_cpu, "more", "less"),
         )
     )
     rows.append(
@@ -799,7 +813,7 @@ def print_table(ours: Figures, tm: Figures, bulk: int, notes: list[str]) -> None
             num(ours.peak_rss, " MB", 0),
             num(tm.peak_rss, " MB", 0),
             "52 MB (issue 17)",
-            ratio(ours.peak_rss, tm.peak_rss),
+            ratio(ours.peak_rss, tm.peak_rss, "more", "less"),
         )
     )
     rows.append(
@@ -808,7 +822,7 @@ def print_table(ours: Figures, tm: Figures, bulk: int, notes: list[str]) -> None
             num(ours.writes_per_object, "", 2),
             num(tm.writes_per_object, "", 2),
             "",
-            ratio(ours.writes_per_object, tm.writes_per_object),
+            ratio(ours.writes_per_object, tm.writes_per_object, "more", "fewer"),
         )
     )
     if ours.idle_writes is not None:

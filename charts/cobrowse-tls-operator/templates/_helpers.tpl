@@ -83,11 +83,12 @@ from CobrowseTLS specs, which the chart cannot know; the admission policy fences
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "list"]
-# Restarts: read the workloads, patch the pod-template annotation tls.cobrowse.io/restarted-for
+# Restarts: read the workloads (watched: reconciles read them from the operator's cache,
+# engine/cache.py), patch the pod-template annotation tls.cobrowse.io/restarted-for
 # (DaemonSets too: they can be restart targets, and the MSCAPI agent is one).
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
-  verbs: ["get", "list", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end -}}
 
 {{/* Only where MSCAPI is allowed: create and delete the agent DaemonSet, read its pods. */}}

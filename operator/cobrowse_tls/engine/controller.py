@@ -21,7 +21,7 @@ from typing import Any
 from cobrowse_tls.api import stamps
 from cobrowse_tls.core import decide
 from cobrowse_tls.core import settings as settings_mod
-from cobrowse_tls.engine import kube, metrics, reconciler
+from cobrowse_tls.engine import cache, kube, metrics, reconciler
 
 log = logging.getLogger("cobrowse_tls.engine.controller")
 
@@ -96,8 +96,11 @@ class Controller:
         *,
         workers: int = 4,
         resync_seconds: float = 300.0,
+        store: cache.Store | None = None,
     ) -> None:
-        self.client = client
+        # Filled by kopf's indexing functions (engine/handlers.py); reconciles read from it.
+        self.store = store if store is not None else cache.Store()
+        self.client = cache.Cached(client, self.store)
         self.settings = settings
         self.resync_seconds = resync_seconds
         self.queue = WorkQueue(self._process, workers)
@@ -141,6 +144,7 @@ class Controller:
     # -- events ---------------------------------------------------------------------------
 
     def on_cobrowse_tls(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
+        self.store.mark_ready()
         key = kube.key_of(obj)
         if event_type == "DELETED":
             self.bodies.pop(key, None)
@@ -170,6 +174,10 @@ class Controller:
             self.queue.add(key)
 
     def on_source(self, kind: str, event_type: str | None, obj: Mapping[str, Any]) -> None:
+        self.store.mark_ready()
+        if event_type == "DELETED":
+            # Before any reconcile this event triggers: it must not find the object.
+            self.store.delete(kind, obj)
         meta = obj.get("metadata", {})
         namespace, name = meta.get("namespace"), meta.get("name")
         for key in self._index.get((kind, namespace, name), ()):
@@ -184,6 +192,11 @@ class Controller:
             owner = f"{namespace}/{labels[stamps.LABEL_OWNER]}"
             if owner in self.bodies:
                 self.queue.add(owner)
+
+    def on_workload(self, kind: str, event_type: str | None, obj: Mapping[str, Any]) -> None:
+        self.store.mark_ready()
+        if event_type == "DELETED":
+            self.store.delete(kind, obj)
 
     def _set_refs(self, key: str, refs: set[SourceRef]) -> None:
         for ref in self._refs.pop(key, set()) - refs:

@@ -15,8 +15,8 @@ from typing import Any
 import kopf
 
 from cobrowse_tls.api import models
+from cobrowse_tls.engine import cache, kube, leader, metrics
 from cobrowse_tls.engine import controller as controller_mod
-from cobrowse_tls.engine import kube, leader, metrics
 
 
 class Memo(kopf.Memo):
@@ -108,6 +108,52 @@ def leader_probe(memo: Memo, **_: Any) -> dict[str, Any]:
     if not elector.alive and not elector.lost:
         raise RuntimeError("the leader election thread is not running")
     return {"leading": elector.leading, "identity": elector.identity}
+
+
+# The store of what reconciles read (engine/cache.py). kopf calls indexing functions before
+# any handler of the same event, and runs no handler at all before every indexed resource is
+# listed in full: the store is complete when the first handler runs. They keep nothing in
+# kopf's own indices (they return None).
+
+
+@kopf.index("", "v1", "secrets")
+def secret_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    memo.controller.store.put(cache.SECRET, body)
+
+
+@kopf.index("", "v1", "configmaps")
+def config_map_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    memo.controller.store.put(cache.CONFIG_MAP, body)
+
+
+@kopf.index("apps", "v1", "deployments")
+def deployment_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    memo.controller.store.put("Deployment", body)
+
+
+@kopf.index("apps", "v1", "statefulsets")
+def stateful_set_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    memo.controller.store.put("StatefulSet", body)
+
+
+@kopf.index("apps", "v1", "daemonsets")
+def daemon_set_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    memo.controller.store.put("DaemonSet", body)
+
+
+@kopf.on.event("apps", "v1", "deployments")
+async def deployment_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
+    memo.controller.on_workload("Deployment", event["type"], event["object"])
+
+
+@kopf.on.event("apps", "v1", "statefulsets")
+async def stateful_set_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
+    memo.controller.on_workload("StatefulSet", event["type"], event["object"])
+
+
+@kopf.on.event("apps", "v1", "daemonsets")
+async def daemon_set_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
+    memo.controller.on_workload("DaemonSet", event["type"], event["object"])
 
 
 @kopf.on.event(models.GROUP, models.VERSION, models.PLURAL)

@@ -1,0 +1,237 @@
+"""The watch-fed store that reconciles read (engine/cache.py) and the client's read path."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import pki as pkim
+from cobrowse_tls.core import settings as settings_mod
+from cobrowse_tls.engine import cache, controller, reconciler
+from unit import fake_cluster
+from unit.builders import secret_doc, tls_doc
+
+
+def obj(
+    name: str,
+    version: int,
+    ns: str = "ns",
+    labels: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    meta = {"name": name, "namespace": ns, "resourceVersion": str(version), "labels": labels or {}}
+    return {"metadata": meta, **extra}
+
+
+def test_an_older_state_never_replaces_a_newer_one() -> None:
+    store = cache.Store()
+    store.put("Secret", obj("s", 7, data={"k": "new"}))
+    store.put("Secret", obj("s", 5, data={"k": "old"}))  # a read that started before the event
+    got = store.get("Secret", "ns", "s")
+    assert got is not None
+    assert got["data"] == {"k": "new"}
+    store.put("Secret", obj("s", 9, data={"k": "newer"}))
+    got = store.get("Secret", "ns", "s")
+    assert got is not None
+    assert got["data"] == {"k": "newer"}
+
+
+def test_a_deleted_object_does_not_come_back_from_an_older_read() -> None:
+    store = cache.Store()
+    store.put("ConfigMap", obj("m", 3))
+    store.delete("ConfigMap", obj("m", 4))
+    store.put("ConfigMap", obj("m", 3))  # e.g. what an apply returned before the deletion
+    assert store.get("ConfigMap", "ns", "m") is None
+    store.put("ConfigMap", obj("m", 8))  # created again
+    assert store.get("ConfigMap", "ns", "m") is not None
+
+
+def test_stored_objects_lose_managed_fields_and_foreign_pod_specs() -> None:
+    store = cache.Store()
+    template = {"metadata": {"annotations": {"a": "b"}}, "spec": {"containers": [{"name": "c"}]}}
+    raw = obj("web", 1, spec={"replicas": 2, "template": template})
+    raw["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+    store.put("Deployment", raw)
+    got = store.get("Deployment", "ns", "web")
+    assert got is not None
+    assert "managedFields" not in got["metadata"]
+    assert got["spec"]["template"] == {"metadata": {"annotations": {"a": "b"}}}
+    assert got["spec"]["replicas"] == 2
+    assert got["kind"] == "Deployment"
+    assert got["apiVersion"] == "apps/v1"
+    assert raw["spec"]["template"]["spec"], "the event's own object is left as it was"
+    ours = obj("agent", 1, labels={"app.kubernetes.io/managed-by": "cobrowse-tls-operator"})
+    ours["spec"] = {"template": template}
+    store.put("DaemonSet", ours)
+    got = store.get("DaemonSet", "ns", "agent")
+    assert got is not None
+    assert got["spec"]["template"]["spec"] == template["spec"]  # our agent: kept whole
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("app=web", ["a", "b"]),
+        ("app=web,tier=front", ["a"]),
+        ("app in (web,api)", ["a", "b", "c"]),
+        ("app notin (web)", ["c", "d"]),
+        ("tier", ["a", "c"]),
+        ("!tier", ["b", "d"]),
+        ("app!=web", ["c", "d"]),
+        ("app in (web, api),!tier", ["b"]),
+    ],
+)
+def test_list_matches_label_selectors_like_the_api(selector: str, expected: list[str]) -> None:
+    store = cache.Store()
+    store.put("Deployment", obj("b", 1, labels={"app": "web"}))
+    store.put("Deployment", obj("a", 1, labels={"app": "web", "tier": "front"}))
+    store.put("Deployment", obj("c", 1, labels={"app": "api", "tier": "back"}))
+    store.put("Deployment", obj("d", 1, labels={}))
+    store.put("Deployment", obj("e", 1, ns="other", labels={"app": "web"}))
+    store.put("StatefulSet", obj("f", 1, labels={"app": "web"}))
+    names = [o["metadata"]["name"] for o in store.list("Deployment", "ns", selector)]
+    assert names == expected
+
+
+def test_list_forgets_deleted_objects() -> None:
+    store = cache.Store()
+    store.put("Deployment", obj("a", 1, labels={"app": "web"}))
+    store.delete("Deployment", obj("a", 2, labels={"app": "web"}))
+    assert store.list("Deployment", "ns", "app=web") == []
+
+
+def test_a_ready_store_answers_every_read_it_holds_without_the_api() -> None:
+    store = cache.Store()
+    fake = fake_cluster.FakeCluster()
+    client = cache.Cached(fake, store)
+    store.put("Secret", obj("ca", 1, data={"ca.crt": "eA=="}))
+    store.put("Deployment", obj("web", 1, labels={"app": "web"}))
+    store.mark_ready()
+    got = client.get_secret("ns", "ca")
+    assert got is not None
+    assert got["data"] == {"ca.crt": "eA=="}
+    assert client.get_config_map("ns", "absent") is None  # the store knows every object
+    assert client.get_workload("Deployment", "ns", "web") is not None
+    listed = client.list_workloads("Deployment", "ns", "app")
+    assert [o["metadata"]["name"] for o in listed] == ["web"]
+    assert fake.requests == []
+
+
+def test_before_the_watches_are_listed_reads_go_to_the_api() -> None:
+    fake = fake_cluster.FakeCluster()
+    client = cache.Cached(fake, cache.Store())
+    assert client.get_secret("ns", "ca") is None
+    assert fake.requests == [("get", "Secret", "ca")]
+
+
+# -- whole reconciles over the store, against the in-memory API server --------------------------
+
+PKI = pkim.pki()
+NS = "genesys"
+SETTINGS = settings_mod.Settings(restart_window=timedelta(0))
+
+
+def watched(*objects: dict[str, Any]) -> tuple[fake_cluster.FakeCluster, cache.Store]:
+    """The fake API server, and a store fed with what its watches would have listed."""
+    fake = fake_cluster.FakeCluster(*objects)
+    store = cache.Store()
+    sync(fake, store)
+    store.mark_ready()
+    return fake, store
+
+
+def sync(fake: fake_cluster.FakeCluster, store: cache.Store) -> None:
+    """Deliver the watch events of every object the fake holds now."""
+    for (kind, _, _), o in fake.objects.items():
+        if kind in cache.KINDS:
+            store.put(kind, copy.deepcopy(o))
+
+
+def ca_secret(*cas: pkim.CertKey) -> dict[str, Any]:
+    doc = secret_doc("genesys-ca", {"ca.crt": pkim.pem(*cas)})
+    doc["metadata"]["namespace"] = NS
+    return doc
+
+
+def web() -> dict[str, Any]:
+    template = {"metadata": {"labels": {"app": "cb"}}, "spec": {"containers": []}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": NS, "labels": {"app": "cb"}},
+            "spec": {"replicas": 1, "template": template}}  # fmt: skip
+
+
+def reconcile(fake: fake_cluster.FakeCluster, store: cache.Store) -> None:
+    body = fake.get("CobrowseTLS", NS, "cobrowse")
+    assert body is not None
+    reconciler.reconcile(cache.Cached(fake, store), body, SETTINGS, PKI.now)
+
+
+@pytest.mark.parametrize("provider", ["PEM", "JKS"])
+def test_reconciles_read_nothing_from_the_api_and_steady_state_writes_nothing(
+    provider: str,
+) -> None:
+    workloads = [{"kind": "Deployment", "selector": {"matchLabels": {"app": "cb"}}}]
+    fake, store = watched(ca_secret(PKI.root), web())
+    fake.put(tls_doc(provider, workloads=workloads))
+    reconcile(fake, store)  # a new CR: outputs written, workload annotated, status
+    assert [r for r in fake.requests if r[0] in ("get", "list")] == []
+    assert fake.writes
+    sync(fake, store)  # the watch events of those writes arrive
+    fake.requests.clear()
+    reconcile(fake, store)
+    assert fake.requests == [], "a steady-state reconcile neither reads nor writes"
+
+
+def test_a_reconcile_acts_on_the_event_that_triggered_it() -> None:
+    fake, store = watched(ca_secret(PKI.root))
+    fake.put(tls_doc("PEM"))
+    reconcile(fake, store)
+    sync(fake, store)
+    # The source changes; its watch event reaches the store before the reconcile runs.
+    store.put("Secret", fake.put(ca_secret(PKI.other_root)))
+    fake.requests.clear()
+    reconcile(fake, store)
+    out = fake.get("Secret", NS, "cobrowse-truststore")
+    assert out is not None
+    bundle = base64.b64decode(out["data"]["ca.pem"])
+    assert bundle.count(b"BEGIN CERTIFICATE") == 1
+    assert pkim.pem(PKI.other_root).splitlines()[1] in bundle
+    # Only the Secret (the CAs changed), not the ConfigMap (its files did not).
+    assert [w for w in fake.writes if w[0] == "apply"] == [
+        ("apply", "Secret", "cobrowse-truststore")
+    ]
+
+
+def test_our_own_write_is_seen_before_its_watch_event() -> None:
+    fake, store = watched(ca_secret(PKI.root))
+    fake.put(tls_doc("PEM"))
+    reconcile(fake, store)  # writes the outputs; their watch events are not delivered
+    fake.requests.clear()
+    reconcile(fake, store)
+    assert [w for w in fake.writes if w[0] == "apply"] == []
+
+
+def test_the_controller_applies_a_deletion_before_it_queues_the_reconcile() -> None:
+    class Client:
+        def is_own_write(self, kind: str, o: dict[str, Any]) -> bool:
+            return False
+
+        def forget(self, kind: str, namespace: str, name: str) -> None:
+            pass
+
+    store = cache.Store()
+    c = controller.Controller(Client(), settings_mod.Settings(), store=store)  # type: ignore[arg-type]
+    seen: list[dict[str, Any] | None] = []
+    c.queue.add = lambda key, delay=0.0: seen.append(store.get("Secret", "ns", "ca"))  # type: ignore[method-assign]
+    sources = [{"secret": {"name": "ca"}}]
+    meta = {"name": "cb", "namespace": "ns", "generation": 1}
+    c.on_cobrowse_tls(None, {"metadata": meta, "spec": {"trustedCA": {"sources": sources}}})
+    store.put("Secret", obj("ca", 1))
+    seen.clear()
+    c.on_source("Secret", "DELETED", obj("ca", 2))
+    assert seen == [None]
+    assert store.ready
