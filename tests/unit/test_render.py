@@ -361,8 +361,11 @@ def test_labels_annotations_and_namespace(pki: pki_module.PKI) -> None:
             "app.kubernetes.io/managed-by": "cobrowse-tls-operator",
             "tls.cobrowse.io/owner": "cobrowse",
         }
-        assert meta["annotations"] == {"tls.cobrowse.io/input-hash": out.input_hash}
         assert "ownerReferences" not in meta
+    assert out.secret["metadata"]["annotations"] == {"tls.cobrowse.io/input-hash": out.input_hash}
+    assert out.config_map["metadata"]["annotations"] == {
+        "tls.cobrowse.io/input-hash": render.config_map_hash(out.config_map["data"])
+    }
     assert out.input_hash.startswith("sha256:")
     assert len(out.input_hash) == len("sha256:") + 64
 
@@ -426,6 +429,24 @@ def test_input_hash_changes_with_inputs(pki: pki_module.PKI) -> None:
     )
     hashes = [base, more_cas, other_password, other_spec.input_hash, other_mount.input_hash]
     assert len(set(hashes)) == len(hashes)
+
+
+def test_the_config_map_changes_only_with_what_it_holds(pki: pki_module.PKI) -> None:
+    # A CA rotation or a new password rewrites the Secret, not the option files: their
+    # ConfigMap (bytes and hash annotation) stays as it was, so it is not written again.
+    base = do_render(pki, tls_doc("JKS"))
+    rotated = do_render(pki, tls_doc("JKS"), found(pki, pki.intermediate))
+    repassworded = do_render(pki, tls_doc("JKS"), password="another-password")
+    assert rotated.input_hash != base.input_hash
+    assert rotated.config_map == base.config_map
+    assert repassworded.config_map == base.config_map
+    assert rotated.material_hash != base.material_hash  # the workloads still restart
+    other_app = do_render(pki, tls_doc("JKS", application={"type": "Node", "name": "CB2"}))
+    assert other_app.config_map["data"] != base.config_map["data"]
+    assert (
+        other_app.config_map["metadata"]["annotations"]
+        != base.config_map["metadata"]["annotations"]
+    )
 
 
 def test_input_hash_ignores_metadata_other_than_the_name(pki: pki_module.PKI) -> None:

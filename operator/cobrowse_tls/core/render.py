@@ -343,11 +343,14 @@ def render(
             "type": "Opaque",
             "data": secret_data,
         }
+    config_data = {k: v.decode() for k, v in files.items() if k in CONFIG_FILES}
+    # The ConfigMap's hash covers only what it holds: a CA rotation leaves it unwritten.
+    map_annotations = {stamps.ANNOTATION_INPUT_HASH: config_map_hash(config_data)}
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(tls, tls.security_config_map_name, labels, annotations),
-        "data": {k: v.decode() for k, v in files.items() if k in CONFIG_FILES},
+        "metadata": _metadata(tls, tls.security_config_map_name, labels, map_annotations),
+        "data": config_data,
     }
     daemon_set = None
     if provider is models.Provider.MSCAPI:
@@ -485,6 +488,12 @@ def material_hash(
     if part is not None and TRUSTSTORE_PASSWORD in files:
         digest.update(b"password\0" + part.encode())
     return "sha256:" + digest.hexdigest()
+
+
+def config_map_hash(data: Mapping[str, str]) -> str:
+    """sha256 over the ConfigMap's own data (option files only: no secret material in it)."""
+    canonical = json.dumps(dict(data), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _metadata(
