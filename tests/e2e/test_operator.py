@@ -144,8 +144,13 @@ def test_pem_happy_path_matches_offline_render(
         managers = {m["manager"] for m in out["metadata"]["managedFields"]}
         assert "cobrowse-tls-operator" in managers
 
-    reasons = {e["reason"] for e in api.events(namespace, "cobrowse")}
-    assert {"Ready", "OutputsWritten"} <= reasons
+    # A healthy new CR posts two events: its outputs written and Ready. Its conditions born
+    # True (TrustStoreReady, CertificatesValid) get none of their own (docs/operator.md).
+    def reasons() -> list[str] | None:
+        found = sorted(e["reason"] for e in api.events(namespace, "cobrowse"))
+        return found if len(found) >= 2 else None
+
+    assert wait_for("the new CR's events", reasons) == ["OutputsWritten", "Ready"]
 
 
 def test_jks_happy_path_opens_with_keytool(
@@ -243,6 +248,8 @@ def test_rotation_and_sources_added_and_removed(api: Api, namespace: str, pki: p
     api.apply(cobrowse_tls(namespace, "cb", pem_spec(src("ca"))))
     obj = wait_for("Ready", lambda: ready(api, namespace, "cb"))
     assert obj["status"]["trustStore"]["count"] == 1
+    security = api.get("ConfigMap", namespace, "cb-security")
+    assert security is not None
 
     # Rotation: the source Secret now holds another CA.
     api.apply(secret(namespace, "ca", {"ca.crt": pkim.pem(pki.other_root)}))
@@ -267,6 +274,10 @@ def test_rotation_and_sources_added_and_removed(api: Api, namespace: str, pki: p
             else None
         ),
     )
+    # The option files do not depend on the CAs: the rotation left the ConfigMap unwritten.
+    after = api.get("ConfigMap", namespace, "cb-security")
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == security["metadata"]["resourceVersion"]
 
     # A second source added, then the first removed.
     api.apply(cobrowse_tls(namespace, "cb", pem_spec(src("ca"), src("ca2"))))
