@@ -301,6 +301,34 @@ def test_act_refuses_a_write_it_does_not_know() -> None:
     assert fake.writes == []
 
 
+def test_act_posts_events_after_the_other_writes_and_those_before_a_failure() -> None:
+    fake = cluster(cr())
+    writes: list[decide.Write] = [
+        decide.Apply({"kind": "Secret", "metadata": {"name": "a", "namespace": NS}}),
+        decide.Event("Normal", "OutputsWritten", "wrote a"),
+        decide.Apply({"kind": "Deployment", "metadata": {"name": "web", "namespace": NS}}),
+        decide.Event("Normal", "RestartStarted", "restarting web"),
+        decide.PatchStatus({"observedGeneration": 1}),
+        decide.Event("Normal", "Ready", "Ready True"),
+    ]
+    act.act(fake, current(fake), writes)
+    # No output, restart or status waits on an event: they come last, in their order.
+    assert [(verb, name) for verb, _, name in fake.writes] == [
+        ("apply", "a"),
+        ("apply", "web"),
+        ("status", "cobrowse"),
+        ("event", "OutputsWritten"),
+        ("event", "RestartStarted"),
+        ("event", "Ready"),
+    ]
+    fake = cluster(cr())
+    fake.fail("apply", "Deployment", "web", kube.KubeError(500, "etcd timed out"))
+    with pytest.raises(kube.KubeError):
+        act.act(fake, current(fake), writes)
+    # The events of what was written are posted; the others are not.
+    assert [r for r in fake.writes if r[0] == "event"] == [("event", "Event", "OutputsWritten")]
+
+
 def test_act_posts_events_on_a_best_effort_basis() -> None:
     fake = cluster(cr())
     fake.fail("event", "Event", "OutputsWritten", kube.KubeError(500, "etcd timed out"))
