@@ -67,6 +67,10 @@ RELOADER_REFERENCE = (15.0, 18.0, 22.0)
 
 Obj = dict[str, Any]
 
+# Seconds between two samples of a latency figure (--pause): trust-manager's client-side rate
+# limit (5 requests/s, burst 10) would otherwise queue a sample behind the previous one's writes.
+PAUSE = 0.4
+
 
 # -- building trust-manager ---------------------------------------------------------------
 
@@ -293,9 +297,10 @@ class Figures:
 def timed(
     label: str, figures: Figures, samples: list[float], n: int, one: Callable[[int], float | None]
 ) -> None:
-    """One warm-up, then n samples (milliseconds)."""
+    """One warm-up, then n samples (milliseconds), PAUSE seconds apart."""
     one(-1)
     for i in range(n):
+        time.sleep(PAUSE)
         took = one(i)
         if took is None:
             print(f"  {label}: sample {i} timed out", flush=True)
@@ -856,7 +861,8 @@ def print_table(ours: Figures, tm: Figures, bulk: int, notes: list[str]) -> None
 FAIRNESS = [
     "each tool ran alone, as a fresh local process with its own client certificate, on the same"
     " local control plane (kube-apiserver + etcd on this machine), trust-manager first;"
-    " timings are from watches, started before each write",
+    " timings are from watches, started before each write; latency samples are --pause apart"
+    " (so trust-manager's rate limit does not queue one behind the previous one's writes)",
     "trust-manager keeps client-go's default client-side rate limit (5 requests/s, burst 10),"
     " which decides its bulk figure; it runs without leader election and without its webhook"
     " being called",
@@ -884,7 +890,9 @@ def main() -> int:
         action="store_true",
         help="our hashes with a keyed HMAC instead of PBKDF2 (what branch i12 does)",
     )
+    p.add_argument("--pause", type=float, default=PAUSE, help="seconds between two samples")
     args = p.parse_args()
+    globals()["PAUSE"] = args.pause
 
     binary = build_trust_manager() if args.only != "ours" else None
     from cobrowse_tls.devcluster import LocalCluster
@@ -930,7 +938,8 @@ def main() -> int:
             [
                 *FAIRNESS,
                 f"our CRs use provider {args.provider}"
-                + ("; PBKDF2 replaced by a keyed HMAC" if args.no_pbkdf2 else ""),
+                + ("; PBKDF2 replaced by a keyed HMAC" if args.no_pbkdf2 else "")
+                + f"; --pause {args.pause}",
             ],
         )
     finally:
