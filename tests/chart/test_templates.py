@@ -25,16 +25,17 @@ VALUES_FILES = sorted((Path(__file__).parent / "values").glob("*.yaml"))
 
 Rule = tuple[str, str, frozenset[str]]  # (apiGroup, resource[names], verbs)
 
-# Exactly what operator/cobrowse_tls/engine/kube.py calls, plus kopf's events.
+# Exactly what operator/cobrowse_tls/engine/kube.py calls, plus kopf's events and watches (the
+# workloads are watched for the store that reconciles read, engine/cache.py).
 NAMESPACED_RULES: set[Rule] = {
     ("tls.cobrowse.io", "cobrowsetlses", frozenset({"get", "list", "watch", "patch"})),
     ("tls.cobrowse.io", "cobrowsetlses/status", frozenset({"patch"})),
     ("", "secrets", frozenset({"get", "list", "watch", "create", "patch"})),
     ("", "configmaps", frozenset({"get", "list", "watch", "create", "patch"})),
     ("", "events", frozenset({"create", "list"})),
-    ("apps", "deployments", frozenset({"get", "list", "patch"})),
-    ("apps", "statefulsets", frozenset({"get", "list", "patch"})),
-    ("apps", "daemonsets", frozenset({"get", "list", "patch"})),
+    ("apps", "deployments", frozenset({"get", "list", "watch", "patch"})),
+    ("apps", "statefulsets", frozenset({"get", "list", "watch", "patch"})),
+    ("apps", "daemonsets", frozenset({"get", "list", "watch", "patch"})),
 }
 # Only where MSCAPI is allowed: the agent DaemonSet's creation and deletion, its pods.
 AGENT_RULES: set[Rule] = {
