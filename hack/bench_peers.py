@@ -2,7 +2,7 @@
 """This operator side by side with trust-manager on one local control plane (prints figures).
 
     .venv/bin/python hack/bench_peers.py [--n 100] [--bulk 500] [--only ours|trust-manager]
-                                         [--provider JKS] [--idle 30] [--no-pbkdf2]
+                                         [--provider JKS] [--idle 30] [--pause 0.4]
 
 Builds trust-manager (pinned, from the Go module proxy) into the binary cache of
 hack/build-binaries.sh once, starts a fresh local control plane, then runs each tool alone, one
@@ -555,31 +555,10 @@ def our_spec(provider: str, source: str = "ca", **extra: Any) -> Obj:
     return spec
 
 
-def start_ours(kubeconfig: Path, work: Path, no_pbkdf2: bool) -> bo.Operator:
-    args = ("--restart-window", "0", "--workers", "16")
-    if not no_pbkdf2:
-        return bo.Operator(kubeconfig, work / "operator.log", *args)
-    # For the "without" figure: the hashes' PBKDF2 replaced by a keyed HMAC (what branch i12
-    # does), patched into this process only; render's code is not touched.
-    shim = work / "sitecustomize.py"
-    shim.write_text(
-        "import hashlib, hmac, secrets\n"
-        "from cobrowse_tls.core import render\n"
-        "_key = secrets.token_bytes(32)\n"
-        "def _digest(password, salt):\n"
-        "    message = (salt + '\\0' + password).encode()\n"
-        "    return hmac.new(_key, message, hashlib.sha256).hexdigest()\n"
-        "render.password_digest = _digest\n"
+def start_ours(kubeconfig: Path, work: Path) -> bo.Operator:
+    return bo.Operator(
+        kubeconfig, work / "operator.log", "--restart-window", "0", "--workers", "16"
     )
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = f"{work}{os.pathsep}{old}" if old else str(work)
-    try:
-        return bo.Operator(kubeconfig, work / "operator.log", *args)
-    finally:
-        if old is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
 def run_ours(
@@ -591,7 +570,6 @@ def run_ours(
     bulk_ns: int,
     provider: str,
     idle: float,
-    no_pbkdf2: bool,
 ) -> Figures:
     fig = Figures()
     ns_lat, ns_rot, ns_restart = "bench-ours-lat", "bench-ours-rot", "bench-ours-restart"
@@ -600,7 +578,7 @@ def run_ours(
         c.namespace(ns)
     pem = new_ca("Ours Latency CA")
     c.put_secret(ns_lat, "ca", {"ca.crt": pem})
-    op = start_ours(local.user_kubeconfig(bo.OPERATOR_USER), work, no_pbkdf2)
+    op = start_ours(local.user_kubeconfig(bo.OPERATOR_USER), work)
     proc = Proc(op.proc)
     crs = Watcher(
         c.custom.list_cluster_custom_object, (models.GROUP, models.VERSION, models.PLURAL)
@@ -625,7 +603,7 @@ def run_ours(
             return t_out - t0
 
         print(
-            f"this operator (provider {provider}{', PBKDF2 replaced' if no_pbkdf2 else ''}):",
+            f"this operator (provider {provider}):",
             flush=True,
         )
         timed("create -> output correct", fig, fig.create_output, n, create)
@@ -885,11 +863,6 @@ def main() -> int:
     p.add_argument("--provider", default="JKS", choices=["PEM", "JKS"], help="our CRs' provider")
     p.add_argument("--idle", type=float, default=30, help="seconds our idle writes are counted")
     p.add_argument("--only", choices=["ours", "trust-manager"], help="run one tool only")
-    p.add_argument(
-        "--no-pbkdf2",
-        action="store_true",
-        help="our hashes with a keyed HMAC instead of PBKDF2 (what branch i12 does)",
-    )
     p.add_argument("--pause", type=float, default=PAUSE, help="seconds between two samples")
     args = p.parse_args()
     globals()["PAUSE"] = args.pause
@@ -929,7 +902,6 @@ def main() -> int:
                 args.bulk_namespaces,
                 args.provider,
                 args.idle,
-                args.no_pbkdf2,
             )
         print_table(
             ours,
@@ -937,9 +909,7 @@ def main() -> int:
             args.bulk,
             [
                 *FAIRNESS,
-                f"our CRs use provider {args.provider}"
-                + ("; PBKDF2 replaced by a keyed HMAC" if args.no_pbkdf2 else "")
-                + f"; --pause {args.pause}",
+                f"our CRs use provider {args.provider}; --pause {args.pause}",
             ],
         )
     finally:

@@ -802,8 +802,12 @@ def test_published_hashes_do_not_let_a_reader_test_password_guesses(
     out = do_render(pki, tls_doc("JKS"))
     assert out.secret is not None
     tls = parse(tls_doc("JKS"))
-    published = out.config_map["metadata"]["annotations"][render_annotation()]
+    published = out.secret["metadata"]["annotations"][render_annotation()]
     assert published == out.input_hash
+    # The ConfigMap's hash is of its own data alone: no password, no key in it at all.
+    assert out.config_map["metadata"]["annotations"][render_annotation()] == (
+        render.config_map_hash(out.config_map["data"])
+    )
     # The attacker's best case: the guess IS the password. The old recipe confirmed it.
     assert _old_pbkdf2_input_hash(tls, out.fingerprint, PASSWORD) != published
     # A fast hash of the password, alone or mixed in, appears nowhere either.

@@ -349,7 +349,7 @@ def test_hash_key_comes_only_from_the_given_truststore_secret(
     # Without the key the password is left out of the published hash: it still follows the
     # spec and the CAs, and offers nothing to test a password guess against.
     tls = models.parse(standard(pki, "JKS")[-1])
-    annotation = config_map["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
+    annotation = secret["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
     assert annotation == render.input_hash(tls, _fingerprint(secret), None, None)
 
     key = bytes(range(100, 132))
@@ -364,8 +364,12 @@ def test_hash_key_comes_only_from_the_given_truststore_secret(
     assert (code, out, err) == run_main(["-f", str(with_key)], capsys)
     secret, config_map = yaml.safe_load_all(out)
     assert base64.b64decode(secret["data"][render.HASH_KEY]) == key
-    annotation = config_map["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
+    annotation = secret["metadata"]["annotations"]["tls.cobrowse.io/input-hash"]
     assert annotation == render.input_hash(tls, _fingerprint(secret), PASSWORD.decode(), key)
+    # The ConfigMap's hash covers its own data only, key or not.
+    assert config_map["metadata"]["annotations"]["tls.cobrowse.io/input-hash"] == (
+        render.config_map_hash(config_map["data"])
+    )
 
 
 def _fingerprint(secret: Doc) -> str:

@@ -190,8 +190,8 @@ def selector_matcher(selector: str) -> Matcher:
 
 class Cached:
     """kube.Api whose reads of Secrets, ConfigMaps and workloads come from the store once it
-    is complete (before that, and for pods and events, from ``api``), and whose applies put
-    what the API server returned into the store."""
+    is complete (before that, and for pods, events and Namespaces, from ``api``), and whose
+    applies put what the API server returned into the store."""
 
     def __init__(self, api: kube.Api, store: Store) -> None:
         self.api = api
@@ -221,6 +221,9 @@ class Cached:
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return self.api.list_pods(namespace, selector)
+
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        return self.api.get_namespace(name)
 
     def list_events(
         self, namespace: str, kind: str, name: str, reason: str
