@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the demo and the tests need on a fresh machine:
-# system tools (Java keytool, OpenSSL, gcc), a virtualenv with the package and its dev extra,
-# the pinned control-plane binaries, promtool and prometheus (built once, cached outside the
-# repository).
+# system tools (Java keytool, OpenSSL, gcc, Go, the container engine, debootstrap), a
+# virtualenv with the package and its dev extra, the pinned control-plane binaries, promtool
+# and prometheus (built once, cached outside the repository). It never starts dockerd:
+# hack/engine.sh does, when needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,10 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v go >/dev/null || need_apt+=(golang-go)
 # The tests build a fake crypt32 from C (tests/native/fake_crypt32.c).
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+# The container engine and base-image tools of `make image` / the kind stage (hack/engine.sh,
+# hack/images.sh): Debian's docker.io (dockerd, containerd, runc and a BuildKit-capable CLI).
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} from Debian" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

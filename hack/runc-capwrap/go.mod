@@ -1,0 +1,3 @@
+module cobrowse-tls.local/runc-capwrap
+
+go 1.21
