@@ -1,0 +1,3 @@
+module cobrowse-tls.local/pause
+
+go 1.21
