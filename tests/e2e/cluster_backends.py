@@ -19,7 +19,6 @@ from cobrowse_tls.devcluster import ClusterError, LocalCluster
 from cobrowse_tls.devcluster.binaries import MissingBinaryError, bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
-KIND_NAME = "cobrowse-tls-e2e"
 SAFE_CONTEXT_PREFIXES = ("kind-", "cobrowse-tls-")
 
 
@@ -96,24 +95,38 @@ def local_cluster(directory: Path) -> Iterator[E2ECluster]:
             cluster.down()
 
 
+# Image names the suite's workloads use whose contents no test looks at: on kind they must
+# exist in the nodes (there is no registry), so the pause image is loaded under these names.
+PLACEHOLDER_IMAGES = ("genesys/cobrowse:test", "registry.invalid/cobrowse:1")
+PLACEHOLDER_SOURCE = "registry.k8s.io/pause:3.10.2"
+
+
 @contextmanager
 def kind_cluster(workdir: Path) -> Iterator[E2ECluster]:
-    engine = shutil.which("docker") or shutil.which("podman")
-    kind = shutil.which("kind")
-    if not (engine and kind):
-        pytest.fail("E2E_CLUSTER=kind needs kind and docker or podman on PATH", pytrace=False)
+    """kind-config.yaml's cluster from the locally built node image (hack/kind.sh), with the
+    images of E2E_KIND_LOAD (space-separated; the kind stage sets it) loaded into its nodes.
+    Needs a running container engine: hack/kind-e2e.sh (or `hack/engine.sh run ...`)."""
+    script = REPO / "hack" / "kind.sh"
     kubeconfig = workdir / "kubeconfig"
-    create = [kind, "create", "cluster", "--name", KIND_NAME, "--wait", "180s"]
-    create += ["--config", str(REPO / "kind-config.yaml"), "--kubeconfig", str(kubeconfig)]
-    if image := os.environ.get("E2E_KIND_IMAGE"):
-        create += ["--image", image]
-    subprocess.run(create, check=True)
-    try:
-        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]  # unannotated
-        yield E2ECluster("kind", kubeconfig, api, _kubectl_path())
-    finally:
-        if os.environ.get("E2E_KEEP") != "1":
-            subprocess.run([kind, "delete", "cluster", "--name", KIND_NAME], check=False)
+    with _sigterm_as_interrupt():
+        try:
+            up = subprocess.run([str(script), "up", str(kubeconfig)], check=False)
+            if up.returncode != 0:
+                pytest.fail(
+                    f"hack/kind.sh up failed ({up.returncode}); is the engine running "
+                    "(hack/engine.sh run ...)?",
+                    pytrace=False,
+                )
+            docker = shutil.which("docker") or "docker"
+            for name in PLACEHOLDER_IMAGES:
+                subprocess.run([docker, "tag", PLACEHOLDER_SOURCE, name], check=True)
+            load = [*PLACEHOLDER_IMAGES, *os.environ.get("E2E_KIND_LOAD", "").split()]
+            subprocess.run([str(script), "load", *load], check=True)
+            api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]  # unannotated
+            yield E2ECluster("kind", kubeconfig, api, _kubectl_path())
+        finally:
+            if os.environ.get("E2E_KEEP") != "1":
+                subprocess.run([str(script), "down"], check=False)
 
 
 @contextmanager

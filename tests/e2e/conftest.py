@@ -16,6 +16,15 @@ from e2e.cluster_backends import E2ECluster, existing_cluster, kind_cluster, loc
 from e2e.operator_support import api, operator_kubeconfig  # noqa: F401 - shared fixtures
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the item (item.rep_call): fixtures print diagnostics on
+    failure only."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.path):

@@ -1,9 +1,10 @@
 """The Helm chart on a real control plane: install, least-privilege RBAC, upgrade, uninstall.
 
-The chart's Deployment lands on kwok nodes (its pod becomes Ready without running anything),
-so the operator itself runs here as a local process, with the chart ServiceAccount's token and
-the chart Deployment's own arguments: whatever it manages to do, it does with exactly the
-rights the chart grants.
+The chart's Deployment lands on kwok nodes (its pod becomes Ready without running anything;
+on kind it gets no replicas: test_kind_pods.py runs the real image), so the operator itself
+runs here as a local process, with the chart ServiceAccount's token and the chart
+Deployment's own arguments: whatever it manages to do, it does with exactly the rights the
+chart grants.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ class Release:
         ).stdout
 
     def install(self, *sets: str) -> str:
+        if self.cluster.backend == "kind":
+            # Real nodes would run the chart's pod too (test_kind_pods.py tests that one): keep
+            # the local process the only operator.
+            sets = ("replicaCount=0", *sets)
         args = [a for s in sets for a in ("--set", s)]
         # --wait: the Deployment really becomes available (on a kwok node).
         out = self._helm("install", self.name, str(CHART), *args, "--wait", "--timeout", "180s")
