@@ -1,9 +1,10 @@
 # Developer entry points. `make help` lists them.
 #
-# `make image` and `make kind-e2e` need a container engine (docker or podman) and, for the
-# latter, kind and kubectl; the sandbox this repository is developed in has none, so they are
-# exercised on such machines only (the same suite runs on the local control plane there:
-# `hack/test.sh tests/e2e`). Everything else runs anywhere.
+# `make image` and `make kind-e2e` run here with no image registry: hack/setup.sh installs
+# Debian's docker.io, hack/engine.sh starts dockerd for the command (and stops it after), base
+# images come from Debian packages (hack/images.sh), kind and its node image from the Go
+# module proxy (hack/kind-node.sh); everything is cached outside the repository by its inputs.
+# See README "Real pods".
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -13,9 +14,7 @@ VERSION          ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE            ?= cobrowse-tls-operator
 TAG              ?= $(VERSION)
 PYTHON_IMAGE     ?= python:3.11.13-slim-bookworm
-CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
-KIND             ?= kind
-KIND_CLUSTER     ?= cobrowse-tls-e2e
+CONTAINER_ENGINE ?= docker
 KIND_KUBECONFIG  ?= $(CURDIR)/out/kind/kubeconfig
 RELEASE          ?= cobrowse-tls-operator
 RELEASE_NS       ?= cobrowse-tls-system
@@ -43,10 +42,10 @@ alerts-test: ## the alerts and dashboard: promtool on the chart's rules, a real 
 	  $(PYTEST) -ra tests/unit/test_metrics.py tests/alerts tests/e2e/test_alerts.py $(PYTEST_ARGS)
 
 .PHONY: image
-image: ## build the operator image $(IMAGE):$(TAG) (needs docker or podman)
-	@[ -n "$(CONTAINER_ENGINE)" ] || { echo "make image: no docker or podman on PATH" >&2; exit 1; }
-	$(CONTAINER_ENGINE) build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
-	  --build-arg VERSION=$(VERSION) -t $(IMAGE):$(TAG) -f Dockerfile .
+image: ## build the operator image $(IMAGE):$(TAG) (official Python base; local base without a registry)
+	SKIP_BINARIES=1 hack/setup.sh
+	hack/engine.sh run env PYTHON_IMAGE=$(PYTHON_IMAGE) OPERATOR_IMAGE=$(IMAGE):$(TAG) \
+	  hack/images.sh operator
 
 .PHONY: agent-image
 agent-image: ## the Windows agent image (on a Windows host with a Windows container engine)
@@ -66,17 +65,18 @@ chart-lint: ## helm lint the chart with default and non-default values
 chart-test: ## the chart's template tests (real helm)
 	$(PYTEST) tests/chart -q
 
-.PHONY: kind-up
-kind-up: ## create the kind cluster from kind-config.yaml (kubeconfig in out/kind/)
-	@mkdir -p $(dir $(KIND_KUBECONFIG))
-	$(KIND) get clusters 2>/dev/null | grep -qx $(KIND_CLUSTER) || \
-	  $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 180s \
-	    --kubeconfig $(KIND_KUBECONFIG)
-	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG)
+.PHONY: kind-e2e
+kind-e2e: ## the kind stage: images, kind cluster, the e2e suite with real pods, chart, stand-in
+	hack/setup.sh
+	hack/kind-e2e.sh $(PYTEST_ARGS)
 
-.PHONY: kind-install
-kind-install: image kind-up ## load the image into kind and helm install the chart (cluster-wide)
-	$(KIND) load docker-image $(IMAGE):$(TAG) --name $(KIND_CLUSTER)
+.PHONY: kind-up
+kind-up: ## start dockerd and the kind cluster, load the image, install the chart (kubeconfig in out/kind/)
+	hack/setup.sh
+	hack/engine.sh start
+	PYTHON_IMAGE=$(PYTHON_IMAGE) OPERATOR_IMAGE=$(IMAGE):$(TAG) hack/images.sh operator
+	hack/kind.sh up $(KIND_KUBECONFIG)
+	hack/kind.sh load $(IMAGE):$(TAG)
 	$(HELM) upgrade --install $(RELEASE) $(CHART) --kubeconfig $(KIND_KUBECONFIG) \
 	  --namespace $(RELEASE_NS) --create-namespace \
 	  --set image.repository=$(IMAGE) --set image.tag=$(TAG) --set image.pullPolicy=Never \
@@ -84,17 +84,8 @@ kind-install: image kind-up ## load the image into kind and helm install the cha
 	  --set agent.image=cobrowse-tls-agent:e2e \
 	  --set 'mscapi.namespaceLabels.e2e\.tls\.cobrowse\.io/mscapi=allowed' \
 	  --wait --timeout 5m
-	$(KUBECTL) --kubeconfig $(KIND_KUBECONFIG) -n $(RELEASE_NS) rollout status \
-	  deployment/$(RELEASE) --timeout 2m
-
-.PHONY: kind-e2e
-kind-e2e: kind-install ## kind cluster + image + chart, then the e2e suite against it
-	SKIP_BINARIES=1 hack/setup.sh
-	KUBECONFIG=$(KIND_KUBECONFIG) E2E_CLUSTER=existing E2E_OPERATOR=external \
-	  $(PYTEST) -ra tests/e2e $(PYTEST_ARGS) || { \
-	    $(KUBECTL) --kubeconfig $(KIND_KUBECONFIG) -n $(RELEASE_NS) logs \
-	      deployment/$(RELEASE) --tail 200 >&2; exit 1; }
 
 .PHONY: kind-down
-kind-down: ## delete the kind cluster
-	$(KIND) delete cluster --name $(KIND_CLUSTER)
+kind-down: ## delete the kind cluster and stop the dockerd that kind-up started
+	hack/kind.sh down
+	hack/engine.sh stop

@@ -139,8 +139,22 @@ def test_dockerfile_is_small_non_root_pinned_and_wheel_based() -> None:
     assert f"PYTHON_IMAGE     ?= {base.group(1)}" in makefile
 
 
-def test_makefile_kind_e2e_uses_kind_config_and_existing_cluster() -> None:
-    makefile = (REPO / "Makefile").read_text()
-    assert "--config kind-config.yaml" in makefile
-    assert "E2E_CLUSTER=existing E2E_OPERATOR=external" in makefile
-    assert "load docker-image" in makefile
+def test_kind_config_matches_the_locally_built_node_image() -> None:
+    """kind-config.yaml names what hack/kind-node.sh builds: the node image at the pinned
+    Kubernetes version, etcd at the pinned etcd version (hack/build-binaries.sh)."""
+    assert "hack/kind-e2e.sh" in (REPO / "Makefile").read_text()
+    build = (REPO / "hack" / "build-binaries.sh").read_text()
+    k8s = re.search(r"^K8S_VERSION=(v\S+)$", build, re.M)
+    etcd = re.search(r"^ETCD_VERSION=v(\S+)$", build, re.M)
+    assert k8s is not None
+    assert etcd is not None
+    assert f"K8S_VERSION={k8s.group(1)}" in (REPO / "hack" / "kind-node.sh").read_text()
+    config = yaml.safe_load((REPO / "kind-config.yaml").read_text())
+    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker", "worker"]
+    assert {n["image"] for n in config["nodes"]} == {f"cobrowse-tls/kind-node:{k8s.group(1)}"}
+    assert config["networking"]["disableDefaultCNI"] is True  # no kindnetd image
+    patches = [yaml.safe_load(p) for p in config["kubeadmConfigPatches"]]
+    kubelet = next(p for p in patches if p["kind"] == "KubeletConfiguration")
+    assert kubelet["failCgroupV1"] is False
+    cluster = next(p for p in patches if p["kind"] == "ClusterConfiguration")
+    assert cluster["etcd"]["local"]["imageTag"] == f"{etcd.group(1)}-0"
