@@ -58,8 +58,11 @@ start() {
   wrap=$(capwrap)
   log "starting dockerd (log: $LOG)"
   # setsid: the daemon outlives this script's process group until `stop`.
+  local extra=()
+  # Another image store (for example to measure a cold run without losing the warm one).
+  [[ -n ${COBROWSE_TLS_DOCKER_DATA_ROOT:-} ]] && extra=(--data-root "$COBROWSE_TLS_DOCKER_DATA_ROOT")
   setsid dockerd --add-runtime "capwrap=$wrap" --default-runtime capwrap \
-    --pidfile "$PIDFILE" >>"$LOG" 2>&1 </dev/null &
+    --pidfile "$PIDFILE" "${extra[@]}" >>"$LOG" 2>&1 </dev/null &
   local i
   for i in $(seq 1 120); do
     running && { echo started; return 0; }

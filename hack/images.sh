@@ -57,6 +57,16 @@ unmount_under() {
   done
 }
 
+# Images of earlier inputs: untagged ones of ours, and other tags of a repository that holds
+# one image per input hash.
+prune() { # [repository keep-tag]
+  if [[ -n ${1:-} ]]; then
+    "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}}' "$1" | grep -vx "$1:$2" |
+      xargs -r "$DOCKER" rmi >/dev/null 2>&1 || true
+  fi
+  "$DOCKER" image prune -f --filter label=io.cobrowse-tls.inputs >/dev/null 2>&1 || true
+}
+
 debian() {
   # The inputs: this function's text, the suite and the mirror.
   local k name tarball
@@ -106,6 +116,7 @@ python() {
   if ! have "$name"; then
     log "building $name"
     build python-base --build-arg "BASE_IMAGE=$base" -t "$name" images/python-base
+    prune "${name%:*}" "${name##*:}"
   fi
   echo "$name"
 }
@@ -130,6 +141,7 @@ operator() {
     log "building $OPERATOR_IMAGE on $base (log: $LOG_DIR/image-operator.log)"
     build operator --build-arg "PYTHON_IMAGE=$base" --build-arg "VERSION=$VERSION" \
       --label "io.cobrowse-tls.inputs=$k" -t "$OPERATOR_IMAGE" -f Dockerfile .
+    prune
   fi
   # What the chart relies on: user 65532, a read-only root file system, no capabilities.
   [[ $("$DOCKER" image inspect -f '{{.Config.User}}' "$OPERATOR_IMAGE") == 65532:65532 ]] ||
@@ -156,6 +168,7 @@ standin() {
     javac --release 17 -d "$ctx" images/cobrowse-standin/TlsProbe.java
     log "building $name"
     build standin --build-arg "BASE_IMAGE=$base" -t "$name" "$ctx" || { rm -rf "$ctx"; return 1; }
+    prune "${name%:*}" "${name##*:}"
     rm -rf "$ctx"
   fi
   echo "$name"

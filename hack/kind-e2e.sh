@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The kind stage (`make kind-e2e`, and the last stage of hack/test.sh): real containers.
 #
-#   hack/kind-e2e.sh [PYTEST ARGS...]
+#   hack/kind-e2e.sh [PYTEST ARGS...]     (default: tests/e2e, the whole e2e suite)
 #
 # 1. starts dockerd if it is not running (hack/engine.sh), and stops it at the end;
 # 2. builds what is missing, each cached by its inputs: the operator image (`make image`),
@@ -54,7 +54,7 @@ t=$SECONDS
 rc=0
 E2E_CLUSTER=kind E2E_OPERATOR_IMAGE=$operator_image E2E_STANDIN_IMAGE=$standin_image \
   E2E_KIND_LOAD="$operator_image $standin_image" E2E_FIGURES=$OUT/figures.txt \
-  pytest -ra tests/e2e "$@" || rc=$?
+  pytest -ra "${@:-tests/e2e}" || rc=$?
 step "e2e suite on kind (cluster incl.)" $((SECONDS - t))
 step "kind stage in all" $((SECONDS - start))
 if [[ -s $OUT/figures.txt ]]; then

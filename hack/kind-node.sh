@@ -140,6 +140,9 @@ node_base() { # prints the image name
     DOCKER_BUILDKIT=1 "$DOCKER" build --build-arg "BASE_IMAGE=$DEBIAN_IMAGE" -t "$name" "$ctx" \
       >"$LOG_DIR/image-kind-node-base.log" 2>&1 ||
       { tail -n 30 "$LOG_DIR/image-kind-node-base.log" >&2; rm -rf "$ctx"; return 1; }
+    # The bases of earlier inputs.
+    "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}}' cobrowse-tls/kind-node-base |
+      grep -vx "$name" | xargs -r "$DOCKER" rmi >/dev/null 2>&1 || true
   fi
   rm -rf "$ctx"
   echo "$name"

@@ -4,7 +4,7 @@
 #   hack/kind.sh up KUBECONFIG    build what is missing (hack/images.sh node), create the
 #                                 cluster, route pod ranges between nodes, wait for CoreDNS
 #   hack/kind.sh down             delete the cluster (no-op when there is none)
-#   hack/kind.sh load IMAGE...    load local images into every node
+#   hack/kind.sh load IMAGE...    load local images into the worker nodes
 #   hack/kind.sh kind ARGS...     run the pinned kind
 #
 # Needs a running engine (hack/engine.sh run ...). KUBECONFIG is always explicit: kind would
@@ -55,7 +55,12 @@ up() {
 case "${1:-}" in
   up) shift; up "$@" ;;
   down) if exists; then "$KIND" delete cluster --name "$NAME" >&2; fi ;;
-  load) shift; for i in "$@"; do "$KIND" load docker-image --name "$NAME" "$i" >&2; done ;;
+  load)
+    shift
+    # Only where pods run: the control plane keeps kubeadm's NoSchedule taint.
+    workers=$("$KIND" get nodes --name "$NAME" | grep -v -- '-control-plane$' | paste -sd, -)
+    "$KIND" load docker-image --name "$NAME" --nodes "$workers" "$@" >&2
+    ;;
   kind) shift; exec "$KIND" "$@" ;;
   *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

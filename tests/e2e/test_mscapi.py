@@ -108,6 +108,14 @@ def synced(api: Api, ns: str) -> dict[str, Any] | None:
     return obj if cond and cond["status"] == "True" else None
 
 
+@pytest.fixture
+def windows_nodes(cluster: E2ECluster) -> None:
+    """Agents run on Windows nodes: kind has none (the local control plane has fake ones)."""
+    if not cluster.has_windows_nodes:
+        pytest.skip(f"the {cluster.backend} cluster has no Windows nodes")
+
+
+@pytest.mark.usefixtures("windows_nodes")
 def test_agents_run_on_windows_nodes_sync_and_gate_restarts(
     cluster: E2ECluster, api: Api, namespace: str, pki: pkim.PKI
 ) -> None:
@@ -215,6 +223,7 @@ def test_real_agent_process_against_the_rendered_files(
                           capture_output=True, timeout=60).returncode == 0  # fmt: skip
 
 
+@pytest.mark.usefixtures("windows_nodes")
 def test_deletion_runs_the_cleanup_phase_then_removes_the_agents(
     cluster: E2ECluster, api: Api, namespace: str, pki: pkim.PKI
 ) -> None:
