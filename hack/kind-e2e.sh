@@ -32,7 +32,7 @@ mkdir -p "$OUT"
 : >"$OUT/timings.txt"
 start=$SECONDS
 step() { # name seconds
-  printf '%-34s %4d s\n' "$1" "$2" | tee -a "$OUT/timings.txt" >&2
+  printf '%-34s %4d s\n' "$1" "$2" >>"$OUT/timings.txt"
 }
 
 if [[ ${E2E_KEEP:-0} != 1 ]]; then
@@ -52,11 +52,14 @@ step "kind, node image" $((SECONDS - t))
 
 t=$SECONDS
 rc=0
-E2E_CLUSTER=kind E2E_OPERATOR_IMAGE=$operator_image E2E_STANDIN_IMAGE=$standin_image \
-  E2E_KIND_LOAD="$operator_image $standin_image" E2E_FIGURES=$OUT/figures.txt \
+KIND_TIMINGS=$OUT/timings.txt E2E_FIGURES=$OUT/figures.txt E2E_CLUSTER=kind \
+  E2E_OPERATOR_IMAGE=$operator_image E2E_STANDIN_IMAGE=$standin_image \
+  E2E_KIND_LOAD="$operator_image $standin_image" \
   pytest -ra "${@:-tests/e2e}" || rc=$?
 step "e2e suite on kind (cluster incl.)" $((SECONDS - t))
 step "kind stage in all" $((SECONDS - start))
+echo "== kind stage timings" >&2
+cat "$OUT/timings.txt" >&2
 if [[ -s $OUT/figures.txt ]]; then
   echo "== measured on kind" >&2
   cat "$OUT/figures.txt" >&2

@@ -50,6 +50,8 @@ up() {
   routes "$kc"
   "$KUBECTL" --kubeconfig "$kc" -n kube-system rollout status deployment/coredns --timeout 180s >&2
   log "cluster $NAME up in $((SECONDS - t)) s (kubeconfig: $kc)"
+  # For hack/kind-e2e.sh's summary.
+  [[ -z ${KIND_TIMINGS:-} ]] || printf '%-34s %4d s\n' "kind create cluster (+ CoreDNS)" $((SECONDS - t)) >>"$KIND_TIMINGS"
 }
 
 case "${1:-}" in
@@ -59,7 +61,9 @@ case "${1:-}" in
     shift
     # Only where pods run: the control plane keeps kubeadm's NoSchedule taint.
     workers=$("$KIND" get nodes --name "$NAME" | grep -v -- '-control-plane$' | paste -sd, -)
+    t=$SECONDS
     "$KIND" load docker-image --name "$NAME" --nodes "$workers" "$@" >&2
+    [[ -z ${KIND_TIMINGS:-} ]] || printf '%-34s %4d s\n' "kind load (images into workers)" $((SECONDS - t)) >>"$KIND_TIMINGS"
     ;;
   kind) shift; exec "$KIND" "$@" ;;
   *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
