@@ -276,6 +276,7 @@ def test_a_live_agent_daemon_set_switched_to_cleanup_applies_on_the_api_server(
     assert probe[probe.index("--expect") + 1] == f"cleaned:{fingerprint}"
 
 
+@pytest.mark.usefixtures("windows_nodes")
 def test_pod_security_refusing_the_agents_is_reported_until_the_namespace_allows_them(
     cluster: E2ECluster, api: Api, namespace: str, pki: pkim.PKI
 ) -> None:
