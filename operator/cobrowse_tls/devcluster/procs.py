@@ -119,6 +119,18 @@ def is_running(proc: Proc) -> bool:
     return cmdline.split(b"\0", 1)[0] == proc.argv0.encode()
 
 
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie (whatever it runs)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        _reap(pid)
+        return False
+    return True
+
+
 def _reap(pid: int) -> None:
     child = _CHILDREN.get(pid)
     if child is not None:
