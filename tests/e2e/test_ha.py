@@ -250,7 +250,7 @@ def test_throttled_429_by_priority_and_fairness(scene: Scene, pki: pkim.PKI) -> 
         h.start()
     try:
         scene.rotate(pkim.pem(pki.other_root))
-        wait_for("a 429 for a replica", lambda: _throttled(scene), timeout=30)
+        wait_for("a 429 for a replica", lambda: _throttled(scene), timeout=60)
     finally:
         stop.set()
         faults.unthrottle(scene.fc.local)
