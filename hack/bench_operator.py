@@ -288,30 +288,34 @@ def bench_idle(op: Operator, seconds: float, audit_log: Path | None) -> None:
     )
 
 
+def deployment(ns: str, name: str) -> dict[str, Any]:
+    """A one-replica Deployment on the Linux nodes: a restart target."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "containers": [{"name": "c", "image": "cobrowse:bench"}],
+                },
+            },
+        },
+    }
+
+
 def bench_restarts(c: Cluster, rotations: int) -> None:
     ns = "bench-restart"
     c.namespace(ns)
     c.put_secret(ns, "ca", {"ca.crt": ca_pem("Rotation 0")})
     names = ("web-1", "web-2", "web-3")
     for n in names:
-        labels = {"app": n}
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": n, "namespace": ns},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "nodeSelector": {"kubernetes.io/os": "linux"},
-                        "containers": [{"name": "c", "image": "cobrowse:bench"}],
-                    },
-                },
-            },
-        }
-        c.j(c.apps.create_namespaced_deployment, ns, body)
+        c.j(c.apps.create_namespaced_deployment, ns, deployment(ns, n))
     c.create_cr(
         ns,
         "cb",

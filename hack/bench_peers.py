@@ -663,27 +663,7 @@ def restart_setup(c: bo.Cluster, crs: Watcher, ns: str, provider: str) -> None:
     c.put_secret(ns, "ca", {"ca.crt": new_ca("Restart 0")})
     names = ("web-1", "web-2", "web-3")
     for name in names:
-        labels = {"app": name}
-        c.j(
-            c.apps.create_namespaced_deployment,
-            ns,
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {
-                            "nodeSelector": {"kubernetes.io/os": "linux"},
-                            "containers": [{"name": "c", "image": "cobrowse:bench"}],
-                        },
-                    },
-                },
-            },
-        )
+        c.j(c.apps.create_namespaced_deployment, ns, bo.deployment(ns, name))
     ready = crs.expect(f"{ns}/cb", condition_true("Ready"))
     workloads = [{"kind": "Deployment", "name": n} for n in names]
     c.create_cr(ns, "cb", our_spec(provider, workloads=workloads, restart={"maxConcurrent": 3}))
