@@ -403,7 +403,7 @@ def test_no_password_verifier_outside_the_secret(
     assert config_map is not None
     assert truststore is not None
     events = api.events(namespace, "cb")
-    # The input hash is on the Secret and in the OutputsWritten event; the ConfigMap's covers
+    # The input hash is on the Secret and in the Ready event (outputs written); the ConfigMap's covers
     # its own data only (no password, no key).
     published_input = truststore["metadata"]["annotations"][stamps.ANNOTATION_INPUT_HASH]
     assert config_map["metadata"]["annotations"][stamps.ANNOTATION_INPUT_HASH] == (
@@ -431,4 +431,4 @@ def test_no_password_verifier_outside_the_secret(
     tls = models.parse(obj)
     assert render.input_hash(tls, fingerprint, password, key) == published_input
     assert old_material_hash(files, aliases, hmac_digest) == published_restart
-    assert published_input in json.dumps(events)  # the OutputsWritten event carries it
+    assert published_input in json.dumps(events)  # the Ready event names what it wrote

@@ -118,10 +118,13 @@ def test_first_reconcile_writes_outputs_then_status_and_the_next_writes_nothing(
     assert summary(decision) == [
         ("apply", "Secret", "cobrowse-truststore"),
         ("apply", "ConfigMap", "cobrowse-security"),
-        ("event", "OutputsWritten"),
         ("status",),
-        ("event", "Ready"),  # conditions born True are announced by Ready alone
+        # Conditions born True are announced by Ready alone, which also says what was written.
+        ("event", "Ready"),
     ]
+    ready = [w for w in decision.writes if isinstance(w, decide.Event)][0]
+    assert ready.message.startswith("Ready True: ")
+    assert "; wrote Secret cobrowse-truststore, ConfigMap cobrowse-security (" in ready.message
     assert condition(decision, "Ready") == ("True", "Ready")
     assert condition(decision, "TrustStoreReady") == ("True", "Rendered")
     assert condition(decision, "CertificatesValid") == ("True", "Valid")
@@ -771,7 +774,9 @@ def test_deletion_without_our_finalizer_writes_nothing() -> None:
 def test_leaving_mscapi_cleans_up_then_removes_the_agents_and_the_finalizer() -> None:
     body = cr(meta={"finalizers": [agent_manifest.FINALIZER]})
     switching = run(snapshot(body, agent=our_agents(agent_manifest.SYNC)))
-    assert summary(switching)[3:5] == [
+    writes = summary(switching)
+    at = writes.index(("apply", "DaemonSet", "cobrowse-mscapi-agent"))
+    assert writes[at : at + 2] == [
         ("apply", "DaemonSet", "cobrowse-mscapi-agent"),
         ("event", "CleanupStarted"),
     ]
@@ -781,7 +786,9 @@ def test_leaving_mscapi_cleans_up_then_removes_the_agents_and_the_finalizer() ->
         body, agent=our_agents(agent_manifest.CLEANUP, since=since), agent_pods=cleanup_pods(True)
     )
     done = run(cleaned)
-    assert summary(done)[3:6] == [
+    writes = summary(done)
+    at = writes.index(("event", "CleanupComplete"))
+    assert writes[at : at + 3] == [
         ("event", "CleanupComplete"),
         ("delete", "cobrowse-mscapi-agent"),
         ("finalizers",),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import dataclasses
+import threading
 import typing
 from datetime import timedelta
 from typing import Any
@@ -284,6 +286,56 @@ def test_act_writes_in_order_and_stops_at_the_first_failure() -> None:
     with pytest.raises(kube.KubeError):
         act.act(fake, current(fake), writes)
     assert fake.writes == [("apply", "Secret", "a"), ("apply", "ConfigMap", "b")]
+    assert "status" not in current(fake)
+
+
+class Together(fake_cluster.FakeCluster):
+    """Applies of outputs wait until the other one is in flight too: made one after the other,
+    they would time out."""
+
+    def __init__(self, *objects: dict[str, Any]) -> None:
+        super().__init__(*objects)
+        self.barrier = threading.Barrier(2, timeout=10)
+
+    def apply(self, obj: typing.Mapping[str, Any]) -> dict[str, Any]:
+        if obj["kind"] in ("Secret", "ConfigMap"):
+            self.barrier.wait()
+        return super().apply(obj)
+
+
+OUTPUTS_THEN_STATUS: list[decide.Write] = [
+    decide.Apply({"kind": "Secret", "metadata": {"name": "a", "namespace": NS}}),
+    decide.Apply({"kind": "ConfigMap", "metadata": {"name": "b", "namespace": NS}}),
+    decide.Event("Normal", "OutputsWritten", "wrote a, b"),
+    decide.PatchStatus({"observedGeneration": 1}),
+    decide.Event("Normal", "Ready", "Ready True"),
+]
+
+
+def test_act_writes_the_outputs_at_once_in_a_pool_then_the_rest_in_order() -> None:
+    ca = secret_doc("genesys-ca", {"ca.crt": pkim.pem(PKI.root)})
+    ca["metadata"]["namespace"] = NS
+    fake = Together(ca, cr())
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        act.act(fake, current(fake), OUTPUTS_THEN_STATUS, pool)
+    assert sorted(fake.writes[:2]) == [("apply", "ConfigMap", "b"), ("apply", "Secret", "a")]
+    assert fake.writes[2:] == [
+        ("status", "CobrowseTLS", "cobrowse"),
+        ("event", "Event", "OutputsWritten"),
+        ("event", "Event", "Ready"),
+    ]
+
+
+@pytest.mark.parametrize("failing", [("Secret", "a"), ("ConfigMap", "b")])
+def test_act_in_a_pool_waits_for_both_outputs_and_stops_when_one_failed(
+    failing: tuple[str, str],
+) -> None:
+    fake = cluster(cr())
+    fake.fail("apply", *failing, kube.KubeError(500, "etcd timed out"))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool, pytest.raises(kube.KubeError):
+        act.act(fake, current(fake), OUTPUTS_THEN_STATUS, pool)
+    # Both were tried; nothing after them was made, not even their event.
+    assert sorted(fake.writes) == [("apply", "ConfigMap", "b"), ("apply", "Secret", "a")]
     assert "status" not in current(fake)
 
 

@@ -29,6 +29,7 @@ WORKLOAD_FORBIDDEN = "WorkloadForbidden"
 INVALID_SPEC = "InvalidSpec"
 # An object with an output's name exists and is someone else's.
 OUTPUT_CONFLICT = "OutputConflict"
+OUTPUTS_WRITTEN = "OutputsWritten"
 # Provider MSCAPI in a namespace no cluster admin allowed it in.
 MSCAPI_NOT_ALLOWED = "MSCAPINotAllowed"
 
@@ -325,6 +326,23 @@ def report(
     return status, writes
 
 
+def _one_event_for_ready(writes: Sequence[Write], reported: Sequence[Write]) -> tuple[Write, ...]:
+    """``writes`` then ``reported``, except that when the CR turns Ready as its outputs are
+    written (a new CR, or one recovering), the `Ready` event also says what was written and
+    no `OutputsWritten` event of its own is posted: one event, one write less."""
+    wrote = next((w for w in writes if isinstance(w, Event) and w.reason == OUTPUTS_WRITTEN), None)
+    ready = next(
+        (w for w in reported if isinstance(w, Event) and w.reason == conditions.READY), None
+    )
+    if wrote is None or ready is None or ready.type != "Normal":
+        return (*writes, *reported)
+    merged = Event(ready.type, ready.reason, f"{ready.message}; {wrote.message}")
+    return (
+        *(w for w in writes if w is not wrote),
+        *(merged if w is ready else w for w in reported),
+    )
+
+
 def _observation(cond: Obj) -> conditions.Observation:
     status = {"True": True, "False": False}.get(str(cond.get("status")))
     return conditions.Observation(
@@ -572,7 +590,7 @@ def decide(snap: Snapshot, settings: settings_mod.Settings, now: datetime) -> De
     writes += [Apply(obj) for obj in changed]
     if changed:
         names = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in changed)
-        writes.append(Event("Normal", "OutputsWritten", f"wrote {names} ({rendered.input_hash})"))
+        writes.append(Event("Normal", OUTPUTS_WRITTEN, f"wrote {names} ({rendered.input_hash})"))
 
     observations = [
         conditions.Observation(
@@ -665,7 +683,7 @@ def decide(snap: Snapshot, settings: settings_mod.Settings, now: datetime) -> De
     chosen = rendered.selection.certificates
     return Decision(
         "ok",
-        (*writes, *reported),
+        _one_event_for_ready(writes, reported),
         status=status,
         requeue_after=requeue,
         earliest_expiry=min((c.not_after for c in chosen), default=None),

@@ -109,6 +109,11 @@ class Controller:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="reconcile"
         )
+        # The outputs a reconcile writes at once (engine/act.py): a second pool, since a
+        # reconcile waiting on a task queued behind the busy reconciles would never return.
+        self._writes = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="write"
+        )
         self.bodies: dict[str, dict[str, Any]] = {}
         self._refs: dict[str, set[SourceRef]] = {}
         self._index: dict[SourceRef, set[str]] = {}
@@ -133,6 +138,7 @@ class Controller:
                 await self._resync_task
         await self.queue.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._writes.shutdown(wait=False, cancel_futures=True)
 
     async def _resync(self) -> None:
         # Level-based safety net and the periodic expiry check: every CR, every period.
@@ -225,6 +231,7 @@ class Controller:
                 body,
                 self.settings,
                 datetime.now(UTC),
+                self._writes,
             )
         except kube.KubeError as exc:
             if exc.namespace_terminating:

@@ -7,6 +7,7 @@ with nothing changed decides no write at all.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -20,12 +21,17 @@ log = logging.getLogger("cobrowse_tls.engine.reconciler")
 
 
 def reconcile(
-    client: kube.Api, body: Mapping[str, Any], settings: settings_mod.Settings, now: datetime
+    client: kube.Api,
+    body: Mapping[str, Any],
+    settings: settings_mod.Settings,
+    now: datetime,
+    pool: concurrent.futures.Executor | None = None,
 ) -> decide.Decision:
-    """Reconcile one CobrowseTLS given as the API's dict. Raises kube.KubeError to retry."""
+    """Reconcile one CobrowseTLS given as the API's dict. Raises kube.KubeError to retry.
+    ``pool`` runs the writes act may make at once (see engine/act.py)."""
     snapshot = observe.observe(client, body, settings, now)
     decision = decide.decide(snapshot, settings, now)
     for note in decision.notes:
         log.warning("%s: %s", kube.key_of(body), note)
-    act.act(client, body, decision.writes)
+    act.act(client, body, decision.writes, pool)
     return decision
