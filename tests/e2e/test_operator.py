@@ -154,8 +154,8 @@ def test_pem_happy_path_matches_offline_render(
     # Events are posted in the order decided, Ready last: any other would be there already.
     events = wait_for("the new CR's events", ready_events)
     assert [e["reason"] for e in events] == ["Ready"]
-    assert "wrote Secret cobrowse-truststore, ConfigMap cobrowse-security (" in (
-        events[0]["message"]
+    assert (
+        "wrote Secret cobrowse-truststore, ConfigMap cobrowse-security (" in (events[0]["message"])
     )
 
 

@@ -403,8 +403,8 @@ def test_no_password_verifier_outside_the_secret(
     assert config_map is not None
     assert truststore is not None
     events = api.events(namespace, "cb")
-    # The input hash is on the Secret and in the Ready event (outputs written); the ConfigMap's covers
-    # its own data only (no password, no key).
+    # The input hash is on the Secret and in the Ready event (outputs written); the ConfigMap's
+    # covers its own data only (no password, no key).
     published_input = truststore["metadata"]["annotations"][stamps.ANNOTATION_INPUT_HASH]
     assert config_map["metadata"]["annotations"][stamps.ANNOTATION_INPUT_HASH] == (
         render.config_map_hash(config_map["data"])

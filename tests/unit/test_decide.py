@@ -122,7 +122,7 @@ def test_first_reconcile_writes_outputs_then_status_and_the_next_writes_nothing(
         # Conditions born True are announced by Ready alone, which also says what was written.
         ("event", "Ready"),
     ]
-    ready = [w for w in decision.writes if isinstance(w, decide.Event)][0]
+    ready = next(w for w in decision.writes if isinstance(w, decide.Event))
     assert ready.message.startswith("Ready True: ")
     assert "; wrote Secret cobrowse-truststore, ConfigMap cobrowse-security (" in ready.message
     assert condition(decision, "Ready") == ("True", "Ready")
