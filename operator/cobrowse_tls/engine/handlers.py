@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
@@ -56,12 +56,34 @@ def login(memo: Memo, **_: Any) -> kopf.ConnectionInfo:
     )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base for operators without change-detecting handlers (on.create, on.update,
+    on.field, ...; only those read ``old``, ``new`` and ``diff``): it remembers nothing and
+    writes nothing to the objects. kopf builds the essence of every watched object on every
+    event, a deep copy of its body, whether a handler reads it or not; this one is empty."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
     # Events are posted by the reconciler, with our own reasons; kopf's would be noise.
     settings.posting.level = logging.CRITICAL
-    # A short batch window: source changes should reach the reconciler quickly.
-    settings.batching.batch_window = 0.05
+    settings.persistence.diffbase_storage = NoDiffBase()
+    # kopf keeps a task and a queue per object while its events come, and until this long
+    # after the last one (5 s by default): when 1,000 CRs arrive at once that is a worker for
+    # nearly every object in the cluster at the same time. A new event after this starts one
+    # anew, which is cheap.
+    settings.queueing.idle_timeout = 0.5
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     elector = memo.elector
@@ -114,45 +136,66 @@ def leader_probe(memo: Memo, **_: Any) -> dict[str, Any]:
 # any handler of the same event, and runs no handler at all before every indexed resource is
 # listed in full: the store is complete when the first handler runs. They keep nothing in
 # kopf's own indices (they return None).
+#
+# Per watch event kopf's own work (causes, handler state, invocation) costs more than ours, so
+# each Secret, ConfigMap and workload event runs one function, not two: the indexing function
+# also routes the event (kopf does not call it for a deletion, nor before the store is
+# complete), and an event handler, filtered to DELETED, drops a deleted object from the store
+# before the reconcile its deletion triggers. Both are coroutines: kopf runs a plain function
+# in a thread of its executor, a round trip that costs more than the function.
+
+
+def _index(kind: str, body: kopf.Body, memo: Memo) -> None:
+    controller = memo.controller
+    controller.store.put(kind, body)
+    # Before the store is complete no CobrowseTLS is known (only a handler adds one, and marks
+    # the store ready first): nothing to route to, and an indexing function must not mark the
+    # store ready. A workload's change queues nothing; only its deletion changes the store.
+    if kind not in cache.WORKLOAD_KINDS and controller.store.ready:
+        controller.on_source(kind, None, body)
+
+
+def _deleted(event: kopf.RawEvent, **_: Any) -> bool:
+    return event["type"] == "DELETED"
 
 
 @kopf.index("", "v1", "secrets")
-def secret_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
-    memo.controller.store.put(cache.SECRET, body)
+async def secret_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    _index(cache.SECRET, body, memo)
 
 
 @kopf.index("", "v1", "configmaps")
-def config_map_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
-    memo.controller.store.put(cache.CONFIG_MAP, body)
+async def config_map_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    _index(cache.CONFIG_MAP, body, memo)
 
 
 @kopf.index("apps", "v1", "deployments")
-def deployment_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
-    memo.controller.store.put("Deployment", body)
+async def deployment_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    _index("Deployment", body, memo)
 
 
 @kopf.index("apps", "v1", "statefulsets")
-def stateful_set_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
-    memo.controller.store.put("StatefulSet", body)
+async def stateful_set_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    _index("StatefulSet", body, memo)
 
 
 @kopf.index("apps", "v1", "daemonsets")
-def daemon_set_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
-    memo.controller.store.put("DaemonSet", body)
+async def daemon_set_store(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    _index("DaemonSet", body, memo)
 
 
-@kopf.on.event("apps", "v1", "deployments")
-async def deployment_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
+@kopf.on.event("apps", "v1", "deployments", when=_deleted)
+async def deployment_deleted(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
     memo.controller.on_workload("Deployment", event["type"], event["object"])
 
 
-@kopf.on.event("apps", "v1", "statefulsets")
-async def stateful_set_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
+@kopf.on.event("apps", "v1", "statefulsets", when=_deleted)
+async def stateful_set_deleted(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
     memo.controller.on_workload("StatefulSet", event["type"], event["object"])
 
 
-@kopf.on.event("apps", "v1", "daemonsets")
-async def daemon_set_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
+@kopf.on.event("apps", "v1", "daemonsets", when=_deleted)
+async def daemon_set_deleted(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
     memo.controller.on_workload("DaemonSet", event["type"], event["object"])
 
 
@@ -161,11 +204,11 @@ async def cobrowse_tls_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None
     memo.controller.on_cobrowse_tls(event["type"], event["object"])
 
 
-@kopf.on.event("", "v1", "secrets")
-async def secret_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
-    memo.controller.on_source("Secret", event["type"], event["object"])
+@kopf.on.event("", "v1", "secrets", when=_deleted)
+async def secret_deleted(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
+    memo.controller.on_source(cache.SECRET, event["type"], event["object"])
 
 
-@kopf.on.event("", "v1", "configmaps")
-async def config_map_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
-    memo.controller.on_source("ConfigMap", event["type"], event["object"])
+@kopf.on.event("", "v1", "configmaps", when=_deleted)
+async def config_map_deleted(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
+    memo.controller.on_source(cache.CONFIG_MAP, event["type"], event["object"])

@@ -254,6 +254,11 @@ def main(argv: Iterable[str]) -> int:
     }[args.log_format]
     kopf.configure(verbose=args.verbose, log_format=log_format)
     logging.getLogger("cobrowse_tls").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        # kopf logs every handler call at INFO ("Handler 'secret_deleted' succeeded."), once
+        # or more per watch event: noise, and formatting it costs more than the handler. Its
+        # warnings and errors (a failing handler) still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     # Imported for their registrations with kopf's default registry.
     from cobrowse_tls.engine import handlers
