@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -70,6 +71,45 @@ def test_stored_objects_lose_managed_fields_and_foreign_pod_specs() -> None:
     got = store.get("DaemonSet", "ns", "agent")
     assert got is not None
     assert got["spec"]["template"]["spec"] == template["spec"]  # our agent: kept whole
+
+
+def test_kept_objects_share_their_keys_and_short_strings_but_not_their_content() -> None:
+    # Each watch event is parsed on its own: equal strings are distinct objects until kept.
+    text = json.dumps(
+        {
+            "kind": "CobrowseTLS",
+            "metadata": {
+                "name": "a",
+                "namespace": "team-a",
+                "labels": {"app": "web"},
+                "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            },
+            "spec": {"sources": [{"secret": {"name": "ca", "key": "ca.crt"}}]},
+            "status": {"conditions": [{"type": "Ready", "message": "x" * 200}]},
+        }
+    )
+    first, second = json.loads(text), json.loads(text)
+    kept_first, kept_second = cache.compact(first), cache.compact(second)
+    assert kept_first == kept_second
+    assert "managedFields" not in kept_first["metadata"]
+    assert "managedFields" in first["metadata"], "the event's own object is left as it was"
+    meta = {k: v for k, v in first["metadata"].items() if k != "managedFields"}
+    assert kept_first == {**first, "metadata": meta}
+    (key_1,) = (k for k in kept_first["metadata"] if k == "namespace")
+    (key_2,) = (k for k in kept_second["metadata"] if k == "namespace")
+    assert key_1 is key_2
+    assert kept_first["metadata"]["namespace"] is kept_second["metadata"]["namespace"]
+    cond_1, cond_2 = kept_first["status"]["conditions"][0], kept_second["status"]["conditions"][0]
+    assert cond_1["type"] is cond_2["type"]
+    assert cond_1["message"] == cond_2["message"]
+    assert cond_1["message"] is not cond_2["message"]  # long strings are rarely shared
+    store = cache.Store()
+    for name in ("s", "t"):  # the data key of each parsed on its own, like a watch event
+        store.put("Secret", json.loads(json.dumps(obj(name, 1, data={"ca.crt": "x"}))))
+    got_s, got_t = store.get("Secret", "ns", "s"), store.get("Secret", "ns", "t")
+    assert got_s is not None
+    assert got_t is not None
+    assert next(iter(got_s["data"])) is next(iter(got_t["data"]))
 
 
 @pytest.mark.parametrize(

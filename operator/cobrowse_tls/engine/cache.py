@@ -16,6 +16,7 @@ that started before a deletion cannot bring the object back.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -37,23 +38,48 @@ def _version(obj: Mapping[str, Any]) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def compact(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a watched object to keep: no managedFields (often its largest part, never
+    read), and its keys and short strings interned. Every watch event is parsed on its own, so
+    each of thousands of kept objects would otherwise hold its own copy of "metadata",
+    "resourceVersion", "ownerReferences", its namespace, its labels, its conditions' types and
+    reasons: about a third of a small object's memory."""
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping) and "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    out: dict[str, Any] = _interned(obj)
+    return out
+
+
+_SHORT = 64  # longer strings (certificates, file contents, messages) are rarely shared
+
+
+def _interned(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {(sys.intern(k) if type(k) is str else k): _interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interned(v) for v in value]
+    if type(value) is str and len(value) <= _SHORT:
+        return sys.intern(value)
+    return value
+
+
 def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an object a reconcile reads: no managedFields, and of a workload that is
-    not ours, not its pod spec (the restart step reads its template's annotations, replicas
-    and status). The object given is not changed."""
+    """The part of an object a reconcile reads, compacted: no managedFields, and of a workload
+    that is not ours, not its pod spec (the restart step reads its template's annotations,
+    replicas and status). The object given is not changed."""
     out = dict(obj)
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    out["metadata"] = meta
+    out["metadata"] = dict(obj.get("metadata") or {})
     out["kind"] = kind
     out.setdefault("apiVersion", API_VERSIONS[kind])
-    labels = meta.get("labels") or {}
+    labels = out["metadata"].get("labels") or {}
     if kind in WORKLOAD_KINDS and labels.get(stamps.LABEL_MANAGED_BY) != stamps.MANAGER:
         spec = dict(out.get("spec") or {})
         template = dict(spec.get("template") or {})
         template.pop("spec", None)
         spec["template"] = template
         out["spec"] = spec
-    return out
+    return compact(out)
 
 
 class Store:
