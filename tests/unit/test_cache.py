@@ -112,6 +112,32 @@ def test_kept_objects_share_their_keys_and_short_strings_but_not_their_content()
     assert next(iter(got_s["data"])) is next(iter(got_t["data"]))
 
 
+def test_a_long_value_held_by_many_objects_is_kept_once_and_forgotten_with_the_last() -> None:
+    store = cache.Store()
+    bundle = "-----BEGIN CERTIFICATE-----\n" + "A" * 1000  # long: not interned
+    for ns in ("a", "b"):  # each parsed on its own, like a watch event
+        store.put("Secret", json.loads(json.dumps(obj("ca", 1, ns, data={"ca.crt": bundle}))))
+    in_a, in_b = store.get("Secret", "a", "ca"), store.get("Secret", "b", "ca")
+    assert in_a is not None
+    assert in_b is not None
+    assert in_a["data"]["ca.crt"] == bundle
+    assert in_a["data"]["ca.crt"] is in_b["data"]["ca.crt"]
+    assert len(store._values) == 1
+    # A newer state with another value releases the old one; deletions release theirs.
+    store.put("Secret", obj("ca", 2, "a", data={"ca.crt": bundle + "B"}))
+    assert len(store._values) == 2
+    store.delete("Secret", obj("ca", 3, "b"))
+    assert len(store._values) == 1
+    got = store.get("Secret", "a", "ca")
+    assert got is not None
+    assert got["data"]["ca.crt"] == bundle + "B"
+    store.delete("Secret", obj("ca", 4, "a"))
+    assert store._values == {}
+    # Refused states (older than kept, or than a deletion) hold nothing either.
+    store.put("Secret", obj("ca", 1, "a", data={"ca.crt": bundle}))
+    assert store._values == {}
+
+
 @pytest.mark.parametrize(
     ("selector", "expected"),
     [

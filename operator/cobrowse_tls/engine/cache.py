@@ -82,6 +82,11 @@ def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     return compact(out)
 
 
+def _long_values(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The maps of a Secret or ConfigMap that hold its (possibly long) values."""
+    return [d for d in (obj.get("data"), obj.get("binaryData")) if isinstance(d, dict)]
+
+
 class Store:
     """Objects by (kind, namespace, name), thread-safe: kopf writes from the event loop,
     reconciles read from their threads. Returned objects are shared: read them, never change
@@ -92,6 +97,10 @@ class Store:
         self._objects: dict[Key, dict[str, Any]] = {}
         self._by_namespace: dict[tuple[str, str], set[str]] = {}
         self._tombstones: dict[Key, int] = {}
+        # Each long data value once, with how many kept objects hold it: the same CA bundle in
+        # the source Secret of every namespace and in every output made of it, the same option
+        # files in every CR's ConfigMap.
+        self._values: dict[str, list[Any]] = {}  # value -> [the kept copy, holders]
         self._ready = False
 
     @property
@@ -118,14 +127,20 @@ class Store:
                 if new is not None and new <= dead:
                     return
                 del self._tombstones[key]
-            self._objects[key] = slim(kind, obj)
+            kept = slim(kind, obj)
+            self._share(kept)
+            if old is not None:
+                self._release(old)
+            self._objects[key] = kept
             self._by_namespace.setdefault((kind, key[1]), set()).add(key[2])
 
     def delete(self, kind: str, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         key = (kind, str(meta.get("namespace") or ""), str(meta.get("name")))
         with self._lock:
-            self._objects.pop(key, None)
+            gone = self._objects.pop(key, None)
+            if gone is not None:
+                self._release(gone)
             names = self._by_namespace.get((kind, key[1]))
             if names is not None:
                 names.discard(key[2])
@@ -137,6 +152,29 @@ class Store:
                 if len(self._tombstones) > 10_000:  # only recent deletions can race a read
                     for old in list(self._tombstones)[:5_000]:
                         del self._tombstones[old]
+
+    def _share(self, kept: dict[str, Any]) -> None:
+        """Point the long data values of an object about to be kept (its own copy, from slim)
+        at the copies already kept."""
+        for data in _long_values(kept):
+            for k, v in data.items():
+                if type(v) is str and len(v) > _SHORT:
+                    held = self._values.get(v)
+                    if held is None:
+                        self._values[v] = [v, 1]
+                    else:
+                        held[1] += 1
+                        data[k] = held[0]
+
+    def _release(self, kept: dict[str, Any]) -> None:
+        for data in _long_values(kept):
+            for v in data.values():
+                if type(v) is str and len(v) > _SHORT:
+                    held = self._values.get(v)
+                    if held is not None:
+                        held[1] -= 1
+                        if held[1] <= 0:
+                            del self._values[v]
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
