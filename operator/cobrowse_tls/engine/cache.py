@@ -1,11 +1,12 @@
 """What the watch streams have shown of the objects a reconcile reads, so it need not ask.
 
 kopf feeds the store (engine/handlers.py): indexing functions put every Secret, ConfigMap and
-workload (Deployment, StatefulSet, DaemonSet) it lists and watches, and the event handlers
-drop deleted ones, before the handler that queues a reconcile runs. So a reconcile never reads
-a state older than the event that triggered it. kopf runs no handler before every indexed
-resource is fully listed: from the first handler on, the store holds every such object, and an
-object that is not in it does not exist (as far as the watch has told).
+workload (Deployment, StatefulSet, DaemonSet) it lists and watches before they queue the
+reconciles the change triggers, and the event handlers of deletions drop deleted ones before
+they queue theirs. So a reconcile never reads a state older than the event that triggered it.
+kopf runs no handler before every indexed resource is fully listed: from the first handler on,
+the store holds every such object, and an object that is not in it does not exist (as far as
+the watch has told).
 
 Our own writes go in too (Cached puts what an apply returned): a reconcile that follows
 one of ours sees it even before its watch event arrives. An older state never replaces a newer
