@@ -144,7 +144,8 @@ build_kwok() {
   if [[ ! -f $BIN_DIR/stages/pod-ready.yaml ]]; then
     local moddir
     moddir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-    rm -rf "$BIN_DIR/stages.tmp" && mkdir -p "$BIN_DIR/stages.tmp"
+    rm -rf "$BIN_DIR/stages.tmp"
+    mkdir -p "$BIN_DIR/stages.tmp"
     # The "fast" profile: nodes Ready at once (and kept so by heartbeats), pods Running and
     # Ready at once, deletions honoured. Only the Stage documents, not kustomize's files.
     local f
@@ -152,7 +153,8 @@ build_kwok() {
       [[ $(basename "$f") == kustomization.yaml ]] || cp "$f" "$BIN_DIR/stages.tmp/"
     done
     chmod -R u+w "$BIN_DIR/stages.tmp"
-    rm -rf "$BIN_DIR/stages" && mv "$BIN_DIR/stages.tmp" "$BIN_DIR/stages"
+    rm -rf "$BIN_DIR/stages"
+    mv "$BIN_DIR/stages.tmp" "$BIN_DIR/stages"
   fi
 }
 

@@ -10,8 +10,13 @@ export PATH="$PWD/.venv/bin:$PATH"
 eval "$(hack/build-binaries.sh --print-env)"
 eval "$(hack/build-prometheus.sh --print-env)"
 
-echo "== ruff" && ruff check . && ruff format --check .
-echo "== mypy" && mypy
+# One command per line: under `set -e` a failure inside an `a && b` list does not stop the
+# script (only the list's last command does), so lint errors would pass unnoticed.
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy"
+mypy
 echo "== pytest"
 pytest -ra "$@"
 kind_stage=${KIND_STAGE:-$(($# == 0))}
