@@ -36,12 +36,11 @@ LABEL org.opencontainers.image.title="cobrowse-tls-operator" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # Install from the builder's wheels only (no index, no compiler), then drop pip/setuptools:
-# nothing installs packages at run time. The kubernetes client ships its generated API twice,
-# blocking and asyncio (kubernetes/aio, about 70 MB with its bytecode); the operator uses the
-# blocking one (kopf brings its own aiohttp client), so the asyncio copy is removed.
+# nothing installs packages at run time. The generated kubernetes client is not a runtime
+# dependency (engine/kube.py talks to the API over urllib3, kopf brings its own aiohttp client).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir --no-index --find-links=/wheels cobrowse-tls-operator \
- && rm -rf "$(python -c 'import kubernetes, os; print(os.path.dirname(kubernetes.__file__))')/aio" \
+ && ! python -c 'import kubernetes' 2>/dev/null \
  && cobrowse-tls --help >/dev/null \
  && python -m pip uninstall -y pip setuptools wheel
 ENV PYTHONUNBUFFERED=1 \

@@ -17,7 +17,7 @@ from kubernetes import client
 import pki as pkim
 from cobrowse_tls.api import models
 from cobrowse_tls.core import agent_manifest, render, restart_plan
-from cobrowse_tls.engine import kube
+from cobrowse_tls.engine import kube, kubeconfig
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
     MSCAPI_LABEL,
@@ -248,7 +248,7 @@ def test_a_live_agent_daemon_set_switched_to_cleanup_applies_on_the_api_server(
 ) -> None:
     # What the operator does for a CR whose spec no longer parses: apply the live object, as
     # the API server returns it (defaults, status, managedFields), switched to cleanup.
-    kube_client = kube.Client(cluster.api_client)
+    kube_client = kube.Client(kubeconfig.load(str(cluster.kubeconfig)))
     fingerprint = "sha256:" + "ab" * 32
     tls = models.parse(cobrowse_tls(namespace, "gone", spec()))
     kube_client.apply(

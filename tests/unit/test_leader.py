@@ -10,10 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import kubernetes.client
 import pytest
 
-from cobrowse_tls.engine import kube, leader
+from cobrowse_tls.engine import kube, kubeconfig, leader
 
 TIMING = leader.Timing(lease_duration=15, renew_deadline=10, retry_period=2)
 
@@ -168,7 +167,8 @@ def test_a_conflicting_acquire_loses_the_race() -> None:
 
 def test_the_client_checks_the_fence_before_every_write() -> None:
     fence = leader.Fence("a", Clock())
-    client = kube.Client(kubernetes.client.ApiClient())
+    # Nothing listens on port 9: a write that got past the fence would fail differently.
+    client = kube.Client(kubeconfig.Connection("http://127.0.0.1:9"))
     client.fence = fence
     with pytest.raises(leader.NotLeaderError):
         client.patch_status("ns", "cb", {})

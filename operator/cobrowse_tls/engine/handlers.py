@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from cobrowse_tls.api import models
-from cobrowse_tls.engine import cache, kube, leader, metrics
+from cobrowse_tls.engine import cache, kubeconfig, leader, metrics
 from cobrowse_tls.engine import controller as controller_mod
 
 
@@ -34,25 +34,26 @@ class Memo(kopf.Memo):
 def login(memo: Memo, **_: Any) -> kopf.ConnectionInfo:
     # kopf's watches log in from the same kubeconfig (or in-cluster account) as the client the
     # reconciler writes with: `run --kubeconfig FILE` must not depend on $KUBECONFIG. Read
-    # afresh on each (re-)login, so rotated tokens and certificates are picked up.
-    config = kube.load_api_client(memo.kubeconfig).configuration
-    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix(
-        "authorization"
-    )
-    scheme, token = (None, None)
-    if header:
-        parts = header.split(" ", 1)
-        scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+    # afresh on each (re-)login, so rotated tokens and certificates are picked up; an exec
+    # credential's expiry makes kopf log in again in time.
+    conn = kubeconfig.load(memo.kubeconfig)
+    cred = conn.credentials()
+    basic = not cred.token and conn.username is not None and conn.password is not None
     return kopf.ConnectionInfo(
-        server=config.host,
-        ca_path=config.ssl_ca_cert,
-        insecure=not config.verify_ssl,
-        username=config.username or None,
-        password=config.password or None,
-        scheme=scheme,
-        token=token,
-        certificate_path=config.cert_file,
-        private_key_path=config.key_file,
+        server=conn.server,
+        ca_path=conn.ca_file,
+        ca_data=conn.ca_pem,
+        insecure=conn.insecure,
+        username=conn.username if basic else None,
+        password=conn.password if basic else None,
+        scheme="Bearer" if cred.token else None,
+        token=cred.token,
+        certificate_path=None if cred.cert_pem or conn.cert_pem else conn.cert_file,
+        certificate_data=cred.cert_pem or conn.cert_pem,
+        private_key_path=None if cred.key_pem or conn.key_pem else conn.key_file,
+        private_key_data=cred.key_pem or conn.key_pem,
+        proxy_url=conn.proxy_url,
+        expiration=cred.expires,
     )
 
 

@@ -1,31 +1,49 @@
 """Layer 4: the only module that talks to the Kubernetes API.
 
-Everything comes back as plain dicts (the API's JSON), whatever the generated client's model
-classes look like in a given release: every call asks for the raw response.
+A small client on urllib3: each call is one REST request, raw JSON in and out (plain dicts).
+Not the generated kubernetes client: importing it costs about 20 MB of resident memory, and
+every call went through its parameter validation and model serialisation first.
+Connection settings (kubeconfig or in-cluster) come from engine/kubeconfig.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
+import ssl
 import threading
-from collections.abc import Callable, Mapping
+import urllib.parse
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import kubernetes.client
-import kubernetes.config
-from kubernetes.client import exceptions as k8s_exceptions
+import urllib3
 
+from cobrowse_tls import __version__
 from cobrowse_tls.api import models, stamps
-from cobrowse_tls.engine import metrics
+from cobrowse_tls.engine import kubeconfig, metrics
 
 FIELD_MANAGER = "cobrowse-tls-operator"
+JSON = "application/json"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
-TIMEOUT = (5, 30)  # connect, read (seconds)
+TIMEOUT = urllib3.Timeout(connect=5, read=30)
+# urllib3's default, as with the kubernetes client: connection errors are retried, and read
+# errors of idempotent requests; never an HTTP status.
+RETRIES = 3
+# Many CRs reconcile in parallel threads; a small pool would serialize them.
+POOL_SIZE = 32
+# The API server names the manager of a non-apply write (managedFields) after this.
+USER_AGENT = f"{FIELD_MANAGER}/{__version__}"
+
+_CORE = "/api/v1"
+_APPS = "/apis/apps/v1"
+_LEASES = "/apis/coordination.k8s.io/v1"
+_WORKLOADS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+_APPLIED = {"Secret": (_CORE, "secrets"), "ConfigMap": (_CORE, "configmaps")} | {
+    kind: (_APPS, plural) for kind, plural in _WORKLOADS.items()
+}
 
 
 class KubeError(Exception):
@@ -45,59 +63,24 @@ class KubeError(Exception):
         return self.status == 403 and "because it is being terminated" in str(self)
 
 
-def _raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _q(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _ns(group: str, namespace: str, plural: str, name: str | None = None) -> str:
+    path = f"{group}/namespaces/{_q(namespace)}/{plural}"
+    return f"{path}/{_q(name)}" if name is not None else path
+
+
+def _message(response: urllib3.BaseHTTPResponse) -> str:
+    """The Status object's message, else the HTTP reason phrase."""
     try:
-        response = call(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
-    except k8s_exceptions.ApiException as exc:
-        message = exc.reason or ""
-        with contextlib.suppress(ValueError, AttributeError):
-            message = json.loads(exc.body or b"{}").get("message", message)
-        raise KubeError(int(exc.status or 0), str(message)) from None
-    except OSError as exc:  # connection refused, TLS, timeouts (urllib3 errors are OSErrors)
-        raise KubeError(0, f"API server not reachable: {exc}") from None
-    except Exception as exc:  # urllib3's MaxRetryError and friends are not all OSErrors
-        if type(exc).__module__.startswith("urllib3"):
-            raise KubeError(0, f"API server not reachable: {exc}") from None
-        raise
-    return json.loads(response.data or b"null")
-
-
-def _optional(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any] | None:
-    try:
-        result: dict[str, Any] = _raw(call, *args, **kwargs)
-    except KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return result
-
-
-def _unless_conflict(call: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
-    try:
-        result: dict[str, Any] = _raw(call, *args)
-    except KubeError as exc:
-        if exc.status == 409:
-            return None
-        raise
-    return result
-
-
-def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """An ApiClient from a kubeconfig, or the in-cluster service account when there is none."""
-    configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
-    except (kubernetes.config.ConfigException, OSError, TypeError):
-        if kubeconfig:
-            raise
-        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-    # Many CRs reconcile in parallel threads; the default pool of 4 would serialize them.
-    configuration.connection_pool_maxsize = 32
-    return kubernetes.client.ApiClient(configuration)
+        status = json.loads(response.data or b"{}")
+    except ValueError:
+        status = None
+    if isinstance(status, dict) and status.get("message"):
+        return str(status["message"])
+    return response.reason or ""
 
 
 def key_of(obj: Mapping[str, Any]) -> str:
@@ -166,13 +149,13 @@ class Fence(Protocol):
 class Client:
     """Typed-enough access to the objects the operator reads and writes."""
 
-    def __init__(self, api_client: Any) -> None:
-        self.api_client = api_client
-        self.core = kubernetes.client.CoreV1Api(api_client)
-        self.apps = kubernetes.client.AppsV1Api(api_client)
-        self.custom = kubernetes.client.CustomObjectsApi(api_client)
-        self.coordination = kubernetes.client.CoordinationV1Api(api_client)
+    def __init__(self, connection: kubeconfig.Connection) -> None:
+        self.connection = connection
         self._lock = threading.Lock()
+        # The pool, built on first use, and the exec plugin's client certificate it was
+        # built with: a new certificate needs new TLS connections.
+        self._pool: urllib3.PoolManager | None = None
+        self._pool_cert: bytes | None = None
         self.writes = 0  # every write request, also for the metric: the idle target is zero
         # resourceVersion of each object as our last apply left it: its watch event is an
         # echo of our own write and needs no reconcile.
@@ -187,37 +170,114 @@ class Client:
             self.writes += 1
         metrics.API_WRITES.inc()
 
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _http(self, cred: kubeconfig.Credentials) -> urllib3.PoolManager:
+        with self._lock:
+            if self._pool is None or cred.cert_pem != self._pool_cert:
+                if self._pool is not None:
+                    self._pool.clear()
+                self._pool = self._new_pool(self.connection.ssl_context(cred))
+                self._pool_cert = cred.cert_pem
+            return self._pool
+
+    def _new_pool(self, context: ssl.SSLContext) -> urllib3.PoolManager:
+        conn = self.connection
+        options: dict[str, Any] = {
+            "maxsize": POOL_SIZE,
+            "timeout": TIMEOUT,
+            "retries": RETRIES,
+            "headers": {"Accept": JSON, "User-Agent": USER_AGENT},
+        }
+        if conn.server.startswith("https:"):
+            options["ssl_context"] = context
+            options["cert_reqs"] = "CERT_NONE" if conn.insecure else "CERT_REQUIRED"
+            if conn.insecure:
+                options["assert_hostname"] = False
+            if conn.tls_server_name:
+                options["server_hostname"] = conn.tls_server_name
+        if conn.proxy_url:
+            if not conn.proxy_url.startswith(("http://", "https://")):
+                raise kubeconfig.ConfigError(f"proxy-url {conn.proxy_url}: only http(s) proxies")
+            return urllib3.ProxyManager(conn.proxy_url, num_pools=2, **options)
+        return urllib3.PoolManager(num_pools=2, **options)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+    ) -> Any:
+        url = self.connection.server + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        payload = None if body is None else json.dumps(body).encode()
+        for attempt in range(2):
+            try:
+                cred = self.connection.credentials()
+                pool = self._http(cred)
+            except kubeconfig.ConfigError as exc:
+                raise KubeError(0, f"no credentials for the API server: {exc}") from None
+            headers = {**pool.headers, **self.connection.headers(cred)}
+            if payload is not None:
+                headers["Content-Type"] = content_type
+            try:
+                response = pool.request(method, url, body=payload, headers=headers)
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
+                # connection refused, TLS, timeouts, retries exhausted
+                raise KubeError(0, f"API server not reachable: {exc}") from None
+            # A rotated token or an expired exec credential: fetch it again, once.
+            if response.status == 401 and attempt == 0 and self.connection.refresh():
+                continue
+            break
+        if not 200 <= response.status <= 299:
+            raise KubeError(response.status, _message(response))
+        return json.loads(response.data or b"null")
+
+    def _optional(self, path: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self._call("GET", path)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    def _unless_conflict(self, method: str, path: str, body: Any) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self._call(method, path, body=body)
+        except KubeError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return result
+
+    def _items(self, path: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._call("GET", path, query).get("items") or []
+        return items
+
     # -- reads ------------------------------------------------------------------------------
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return _optional(self.core.read_namespaced_secret, name, namespace)
+        return self._optional(_ns(_CORE, namespace, "secrets", name))
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return _optional(self.core.read_namespaced_config_map, name, namespace)
+        return self._optional(_ns(_CORE, namespace, "configmaps", name))
 
     def get_namespace(self, name: str) -> dict[str, Any] | None:
-        return _optional(self.core.read_namespace, name)
+        return self._optional(f"{_CORE}/namespaces/{_q(name)}")
 
     def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        calls = {
-            "Deployment": self.apps.read_namespaced_deployment,
-            "StatefulSet": self.apps.read_namespaced_stateful_set,
-            "DaemonSet": self.apps.read_namespaced_daemon_set,
-        }
-        obj = _optional(calls[kind], name, namespace)
+        obj = self._optional(_ns(_APPS, namespace, _WORKLOADS[kind], name))
         if obj is not None:
             obj.setdefault("kind", kind)
             obj.setdefault("apiVersion", "apps/v1")
         return obj
 
     def list_workloads(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        calls = {
-            "Deployment": self.apps.list_namespaced_deployment,
-            "StatefulSet": self.apps.list_namespaced_stateful_set,
-            "DaemonSet": self.apps.list_namespaced_daemon_set,
-        }
-        result = _raw(calls[kind], namespace, label_selector=selector)
-        items: list[dict[str, Any]] = result.get("items") or []
+        items = self._items(_ns(_APPS, namespace, _WORKLOADS[kind]), {"labelSelector": selector})
         for item in items:
             # List items carry no kind of their own.
             item.setdefault("kind", kind)
@@ -225,18 +285,14 @@ class Client:
         return sorted(items, key=lambda o: str(o["metadata"]["name"]))
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = _raw(self.core.list_namespaced_pod, namespace, label_selector=selector)
-        items: list[dict[str, Any]] = result.get("items") or []
-        return items
+        return self._items(_ns(_CORE, namespace, "pods"), {"labelSelector": selector})
 
     def list_events(
         self, namespace: str, kind: str, name: str, reason: str
     ) -> list[dict[str, Any]]:
         """The events about one object with one reason (for example a DaemonSet's FailedCreate)."""
         selector = f"involvedObject.kind={kind},involvedObject.name={name},reason={reason}"
-        result = _raw(self.core.list_namespaced_event, namespace, field_selector=selector)
-        items: list[dict[str, Any]] = result.get("items") or []
-        return items
+        return self._items(_ns(_CORE, namespace, "events"), {"fieldSelector": selector})
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -244,22 +300,14 @@ class Client:
         """Server-side apply of a core/v1 Secret or ConfigMap, or an apps/v1 object."""
         meta = obj["metadata"]
         kind = obj["kind"]
-        calls: dict[str, Callable[..., Any]] = {
-            "Secret": self.core.patch_namespaced_secret,
-            "ConfigMap": self.core.patch_namespaced_config_map,
-            "DaemonSet": self.apps.patch_namespaced_daemon_set,
-            "Deployment": self.apps.patch_namespaced_deployment,
-            "StatefulSet": self.apps.patch_namespaced_stateful_set,
-        }
+        group, plural = _APPLIED[kind]
         self._wrote()
-        result: dict[str, Any] = _raw(
-            calls[kind],
-            meta["name"],
-            meta["namespace"],
+        result: dict[str, Any] = self._call(
+            "PATCH",
+            _ns(group, meta["namespace"], plural, meta["name"]),
+            {"fieldManager": FIELD_MANAGER, "force": "true"},
             dict(obj),
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=APPLY,
+            APPLY,
         )
         with self._lock:
             self._applied[(kind, meta["namespace"], meta["name"])] = str(
@@ -281,39 +329,27 @@ class Client:
     def delete_daemon_set(self, namespace: str, name: str) -> None:
         self._wrote()
         try:
-            _raw(self.apps.delete_namespaced_daemon_set, name, namespace)
+            self._call("DELETE", _ns(_APPS, namespace, "daemonsets", name))
         except KubeError as exc:
             if exc.status != 404:
                 raise
+
+    def _custom(self, namespace: str, name: str, sub: str = "") -> str:
+        group = f"/apis/{models.GROUP}/{models.VERSION}"
+        return _ns(group, namespace, models.PLURAL, name) + sub
 
     def set_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> None:
         """Replace the CR's finalizers, only if it is still at ``resource_version``."""
         self._wrote()
-        _raw(
-            self.custom.patch_namespaced_custom_object,
-            models.GROUP,
-            models.VERSION,
-            namespace,
-            models.PLURAL,
-            name,
-            {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
-            _content_type=MERGE,
-        )
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        self._call("PATCH", self._custom(namespace, name), body=body, content_type=MERGE)
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._wrote()
-        _raw(
-            self.custom.patch_namespaced_custom_object_status,
-            models.GROUP,
-            models.VERSION,
-            namespace,
-            models.PLURAL,
-            name,
-            {"status": dict(status)},
-            _content_type=MERGE,
-        )
+        body = {"status": dict(status)}
+        self._call("PATCH", self._custom(namespace, name, "/status"), body=body, content_type=MERGE)
 
     def create_event(
         self,
@@ -351,21 +387,19 @@ class Client:
             "count": 1,
         }
         self._wrote()
-        _raw(self.core.create_namespaced_event, meta["namespace"], event)
+        self._call("POST", _ns(_CORE, meta["namespace"], "events"), body=event)
 
     # -- the leader Lease (never fenced: renewing it is what keeps the fence open) ----------
 
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return _optional(self.coordination.read_namespaced_lease, name, namespace)
+        return self._optional(_ns(_LEASES, namespace, "leases", name))
 
     def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """The created Lease, or None when another candidate created it first."""
-        return _unless_conflict(self.coordination.create_namespaced_lease, namespace, dict(body))
+        return self._unless_conflict("POST", _ns(_LEASES, namespace, "leases"), dict(body))
 
     def replace_lease(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """The replaced Lease, or None when it changed since ``body``'s resourceVersion."""
-        return _unless_conflict(
-            self.coordination.replace_namespaced_lease, name, namespace, dict(body)
-        )
+        return self._unless_conflict("PUT", _ns(_LEASES, namespace, "leases", name), dict(body))

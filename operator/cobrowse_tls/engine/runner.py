@@ -15,7 +15,7 @@ import kopf
 
 from cobrowse_tls.core import agent_manifest
 from cobrowse_tls.core import settings as settings_mod
-from cobrowse_tls.engine import controller, kube, leader, metrics
+from cobrowse_tls.engine import controller, kube, kubeconfig, leader, metrics
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -246,6 +246,11 @@ def main(argv: Iterable[str]) -> int:
         timing.check()
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        connection = kubeconfig.load(args.kubeconfig)
+    except kubeconfig.ConfigError as exc:
+        print(f"cobrowse-tls run: {exc}", file=sys.stderr)
+        return 2
     _limit_malloc_arenas()
     log_format = {
         "plain": kopf.LogFormat.PLAIN,
@@ -263,7 +268,7 @@ def main(argv: Iterable[str]) -> int:
     # Imported for their registrations with kopf's default registry.
     from cobrowse_tls.engine import handlers
 
-    client = kube.Client(kube.load_api_client(args.kubeconfig))
+    client = kube.Client(connection)
     settings = settings_mod.Settings(
         expiry_window=timedelta(days=args.expiry_window),
         restart_window=timedelta(seconds=args.restart_window),
@@ -281,7 +286,7 @@ def main(argv: Iterable[str]) -> int:
     memo.elector = None
     if args.leader_elect:
         # A client of its own: renewing must not queue behind the reconciles' connections.
-        lease_client = kube.Client(kube.load_api_client(args.kubeconfig))
+        lease_client = kube.Client(connection)
         memo.elector = leader.Elector(
             lease_client,
             _lease_namespace(args.lease_namespace),
