@@ -403,6 +403,18 @@ def test_kopf_logs_in_with_the_same_settings(tmp_path: Path, pki: pki_module.PKI
     assert (info.username, info.password, info.token) == ("ann", "pw", None)
 
 
+def test_kopf_gets_a_ca_bundle_with_text_before_its_first_certificate(
+    tmp_path: Path, pki: pki_module.PKI
+) -> None:
+    bundle = b"subject=CN = Test Root CA\n" + pki.root.pem
+    info = login(write_config(tmp_path / "kc", {}, {"certificate-authority-data": b64(bundle)}))
+    assert base64.b64decode(info.ca_data) == bundle
+    context = info.as_ssl_context()
+    assert [c["subject"] for c in context.get_ca_certs()] == [
+        ((("organizationName", "cobrowse-tls tests"),), (("commonName", "Test Root CA"),))
+    ]
+
+
 def test_kopf_login_carries_the_exec_credentials_expiry(tmp_path: Path) -> None:
     user = exec_user(tmp_path, EXPIRES="2099-01-01T00:00:00Z")
     info = login(write_config(tmp_path / "conf" / "kc", user))

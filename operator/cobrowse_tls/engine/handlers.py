@@ -8,6 +8,7 @@ annotations) and nothing at all to Secrets and ConfigMaps.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -42,19 +43,27 @@ def login(memo: Memo, **_: Any) -> kopf.ConnectionInfo:
     return kopf.ConnectionInfo(
         server=conn.server,
         ca_path=conn.ca_file,
-        ca_data=conn.ca_pem,
+        ca_data=_pem(conn.ca_pem),
         insecure=conn.insecure,
         username=conn.username if basic else None,
         password=conn.password if basic else None,
         scheme="Bearer" if cred.token else None,
         token=cred.token,
         certificate_path=None if cred.cert_pem or conn.cert_pem else conn.cert_file,
-        certificate_data=cred.cert_pem or conn.cert_pem,
+        certificate_data=_pem(cred.cert_pem or conn.cert_pem),
         private_key_path=None if cred.key_pem or conn.key_pem else conn.key_file,
-        private_key_data=cred.key_pem or conn.key_pem,
+        private_key_data=_pem(cred.key_pem or conn.key_pem),
         proxy_url=conn.proxy_url,
         expiration=cred.expires,
     )
+
+
+def _pem(data: bytes | None) -> bytes | None:
+    # kopf takes PEM that starts with its BEGIN line as it is and base64-decodes anything else
+    # (a CA bundle with text before its first certificate, for one).
+    if data is None or data.startswith(b"-----BEGIN "):
+        return data
+    return base64.b64encode(data)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):

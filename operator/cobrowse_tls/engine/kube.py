@@ -173,6 +173,9 @@ class Client:
     # -- HTTP -------------------------------------------------------------------------------
 
     def _http(self, cred: kubeconfig.Credentials) -> urllib3.PoolManager:
+        pool = self._pool
+        if pool is not None and cred.cert_pem == self._pool_cert:
+            return pool
         with self._lock:
             if self._pool is None or cred.cert_pem != self._pool_cert:
                 if self._pool is not None:
