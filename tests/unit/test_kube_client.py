@@ -333,3 +333,21 @@ def test_a_server_certificate_from_another_ca_is_refused(
         insecure = kube.Client(kubeconfig.Connection(server.url, insecure=True, token="t"))
         with pytest.warns(urllib3.exceptions.InsecureRequestWarning):
             assert insecure.get_secret("ns", "s") == {}
+
+
+def test_a_server_url_with_a_path(server: api_server.Server) -> None:
+    c = kube.Client(kubeconfig.Connection(server.url + "/k8s/clusters/c-1/"))
+    c.get_namespace("x")
+    assert server.seen[0].path == "/k8s/clusters/c-1/api/v1/namespaces/x"
+
+
+def test_a_proxy_url_gets_the_whole_url(server: api_server.Server) -> None:
+    # The local server plays the proxy: a plain-HTTP request through a proxy names the
+    # absolute URL in its request line.
+    conn = kubeconfig.Connection("http://api.example:6443/gw", proxy_url=server.url, token="t")
+    kube.Client(conn).get_namespace("x")
+    assert server.seen[0].path == "http://api.example:6443/gw/api/v1/namespaces/x"
+    assert server.seen[0].headers["Authorization"] == "Bearer t"
+    socks = kubeconfig.Connection("http://api.example:6443", proxy_url="socks5://p:1080")
+    with pytest.raises(kube.KubeError, match="only http"):
+        kube.Client(socks).get_namespace("x")

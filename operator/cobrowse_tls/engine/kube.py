@@ -146,6 +146,50 @@ class Fence(Protocol):
         """Raise (a KubeError) when no write may start now."""
 
 
+_HEADERS = {"Accept": JSON, "User-Agent": USER_AGENT}
+
+
+class _Pool:
+    """Connections to the one API server: a urllib3 connection pool (no PoolManager: it would
+    parse every URL to pick the pool), or a ProxyManager for a kubeconfig's proxy-url."""
+
+    def __init__(self, conn: kubeconfig.Connection, context: ssl.SSLContext) -> None:
+        options: dict[str, Any] = {"maxsize": POOL_SIZE, "timeout": TIMEOUT, "retries": RETRIES}
+        if conn.server.startswith("https:"):
+            options["ssl_context"] = context
+            options["cert_reqs"] = "CERT_NONE" if conn.insecure else "CERT_REQUIRED"
+            if conn.insecure:
+                options["assert_hostname"] = False
+            if conn.tls_server_name:
+                options["server_hostname"] = conn.tls_server_name
+        self._proxy: urllib3.ProxyManager | None = None
+        self._direct: urllib3.HTTPConnectionPool | None = None
+        if conn.proxy_url:
+            if not conn.proxy_url.startswith(("http://", "https://")):
+                raise kubeconfig.ConfigError(f"proxy-url {conn.proxy_url}: only http(s) proxies")
+            self._proxy = urllib3.ProxyManager(conn.proxy_url, num_pools=2, **options)
+            self._prefix = conn.server  # a proxy is sent the whole URL
+        else:
+            self._direct = urllib3.connection_from_url(conn.server, **options)
+            # A server URL may have a path (an API gateway in front of several clusters).
+            self._prefix = urllib.parse.urlsplit(conn.server).path.rstrip("/")
+
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> urllib3.BaseHTTPResponse:
+        url = self._prefix + path
+        if self._direct is not None:
+            return self._direct.urlopen(method, url, body=body, headers=headers)
+        assert self._proxy is not None
+        return self._proxy.urlopen(method, url, body=body, headers=headers)
+
+    def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+        if self._proxy is not None:
+            self._proxy.clear()
+
+
 class Client:
     """Typed-enough access to the objects the operator reads and writes."""
 
@@ -154,7 +198,7 @@ class Client:
         self._lock = threading.Lock()
         # The pool, built on first use, and the exec plugin's client certificate it was
         # built with: a new certificate needs new TLS connections.
-        self._pool: urllib3.PoolManager | None = None
+        self._pool: _Pool | None = None
         self._pool_cert: bytes | None = None
         self.writes = 0  # every write request, also for the metric: the idle target is zero
         # resourceVersion of each object as our last apply left it: its watch event is an
@@ -172,38 +216,17 @@ class Client:
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    def _http(self, cred: kubeconfig.Credentials) -> urllib3.PoolManager:
+    def _http(self, cred: kubeconfig.Credentials) -> _Pool:
         pool = self._pool
         if pool is not None and cred.cert_pem == self._pool_cert:
             return pool
         with self._lock:
             if self._pool is None or cred.cert_pem != self._pool_cert:
                 if self._pool is not None:
-                    self._pool.clear()
-                self._pool = self._new_pool(self.connection.ssl_context(cred))
+                    self._pool.close()
+                self._pool = _Pool(self.connection, self.connection.ssl_context(cred))
                 self._pool_cert = cred.cert_pem
             return self._pool
-
-    def _new_pool(self, context: ssl.SSLContext) -> urllib3.PoolManager:
-        conn = self.connection
-        options: dict[str, Any] = {
-            "maxsize": POOL_SIZE,
-            "timeout": TIMEOUT,
-            "retries": RETRIES,
-            "headers": {"Accept": JSON, "User-Agent": USER_AGENT},
-        }
-        if conn.server.startswith("https:"):
-            options["ssl_context"] = context
-            options["cert_reqs"] = "CERT_NONE" if conn.insecure else "CERT_REQUIRED"
-            if conn.insecure:
-                options["assert_hostname"] = False
-            if conn.tls_server_name:
-                options["server_hostname"] = conn.tls_server_name
-        if conn.proxy_url:
-            if not conn.proxy_url.startswith(("http://", "https://")):
-                raise kubeconfig.ConfigError(f"proxy-url {conn.proxy_url}: only http(s) proxies")
-            return urllib3.ProxyManager(conn.proxy_url, num_pools=2, **options)
-        return urllib3.PoolManager(num_pools=2, **options)
 
     def _call(
         self,
@@ -213,9 +236,8 @@ class Client:
         body: Any = None,
         content_type: str = JSON,
     ) -> Any:
-        url = self.connection.server + path
         if query:
-            url += "?" + urllib.parse.urlencode(query)
+            path += "?" + urllib.parse.urlencode(query)
         payload = None if body is None else json.dumps(body).encode()
         for attempt in range(2):
             try:
@@ -223,11 +245,11 @@ class Client:
                 pool = self._http(cred)
             except kubeconfig.ConfigError as exc:
                 raise KubeError(0, f"no credentials for the API server: {exc}") from None
-            headers = {**pool.headers, **self.connection.headers(cred)}
+            headers = {**_HEADERS, **self.connection.headers(cred)}
             if payload is not None:
                 headers["Content-Type"] = content_type
             try:
-                response = pool.request(method, url, body=payload, headers=headers)
+                response = pool.request(method, path, payload, headers)
             except (OSError, urllib3.exceptions.HTTPError) as exc:
                 # connection refused, TLS, timeouts, retries exhausted
                 raise KubeError(0, f"API server not reachable: {exc}") from None
