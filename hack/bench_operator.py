@@ -23,6 +23,7 @@ import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -186,9 +187,17 @@ def spec(source: str = "ca", **extra: Any) -> dict[str, Any]:
     return out
 
 
+def free_port() -> int:
+    """A port nobody listens on now: two benchmarks at once must not share a metrics port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 class Operator:
     def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
-        self.port = 9464
+        self.port = free_port()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cobrowse_tls.cli", "run", "--log-format", "plain",

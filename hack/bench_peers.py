@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -328,13 +327,6 @@ def bulk_namespaces(prefix: str, count: int) -> list[str]:
 # -- trust-manager --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def self_signed(directory: Path) -> None:
     """A serving certificate for trust-manager's webhook server, which starts even unused."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -363,16 +355,16 @@ def self_signed(directory: Path) -> None:
 
 def start_trust_manager(binary: Path, kubeconfig: Path, work: Path) -> Proc:
     self_signed(work / "tm-tls")
-    ready_port = free_port()
+    ready_port = bo.free_port()
     argv = [
         str(binary),
         f"--kubeconfig={kubeconfig}",
         "--leader-elect=false",
         f"--trust-namespace={TRUST_NS}",
         "--webhook-host=127.0.0.1",
-        f"--webhook-port={free_port()}",
+        f"--webhook-port={bo.free_port()}",
         f"--webhook-certificate-dir={work / 'tm-tls'}",
-        f"--metrics-port={free_port()}",
+        f"--metrics-port={bo.free_port()}",
         f"--readiness-probe-port={ready_port}",
         "--log-level=1",
     ]
