@@ -41,6 +41,15 @@ def test_an_older_state_never_replaces_a_newer_one() -> None:
     assert got["data"] == {"k": "newer"}
 
 
+def test_the_echo_of_a_kept_version_leaves_the_kept_object_as_it_is() -> None:
+    store = cache.Store()
+    store.put("Secret", obj("s", 7, data={"k": "applied"}))
+    kept = store.get("Secret", "ns", "s")
+    # The watch event of the same version (what our apply returned) is not compacted anew.
+    store.put("Secret", obj("s", 7, data={"k": "applied"}))
+    assert store.get("Secret", "ns", "s") is kept
+
+
 def test_a_deleted_object_does_not_come_back_from_an_older_read() -> None:
     store = cache.Store()
     store.put("ConfigMap", obj("m", 3))

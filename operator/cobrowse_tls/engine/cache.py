@@ -113,7 +113,7 @@ class Store:
         self._ready = True
 
     def put(self, kind: str, obj: Mapping[str, Any]) -> None:
-        """Keep this state of the object unless the store already has a newer one."""
+        """Keep this state of the object unless the store already has it or a newer one."""
         meta = obj.get("metadata") or {}
         key = (kind, str(meta.get("namespace") or ""), str(meta.get("name")))
         new = _version(obj)
@@ -121,7 +121,9 @@ class Store:
             old = self._objects.get(key)
             if old is not None:
                 before = _version(old)
-                if new is not None and before is not None and new < before:
+                # The same version: the watch's echo of what our own apply put here already;
+                # not worth compacting it again.
+                if new is not None and before is not None and new <= before:
                     return
             dead = self._tombstones.get(key)
             if dead is not None:
