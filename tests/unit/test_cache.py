@@ -50,6 +50,17 @@ def test_the_echo_of_a_kept_version_leaves_the_kept_object_as_it_is() -> None:
     assert store.get("Secret", "ns", "s") is kept
 
 
+def test_a_late_deletion_of_a_name_made_again_leaves_the_new_object() -> None:
+    # kopf handles each object (by uid) in its own task: the new one's event may come first.
+    store = cache.Store()
+    store.put("Secret", obj("s", 12, data={"k": "new"}))
+    store.delete("Secret", obj("s", 11))
+    got = store.get("Secret", "ns", "s")
+    assert got is not None
+    assert got["data"] == {"k": "new"}
+    assert [o["metadata"]["name"] for o in store.list("Secret", "ns", "")] == ["s"]
+
+
 def test_a_deleted_object_does_not_come_back_from_an_older_read() -> None:
     store = cache.Store()
     store.put("ConfigMap", obj("m", 3))

@@ -315,6 +315,20 @@ def test_tls_with_client_certificate_data_from_a_kubeconfig(
         server.reply(200, {"metadata": {"name": "s"}})
         assert c.get_secret("ns", "s") == {"metadata": {"name": "s"}}
         assert server.seen[0].client_cn == "ann"
+        # One half as data, wrapped over lines, the other as a file (client-go takes both).
+        key = tmp_path / "ann.key"
+        key.write_bytes(user_cert.key_pem)
+        wrapped = _b64(user_cert.pem)
+        wrapped = "\n".join(wrapped[i : i + 64] for i in range(0, len(wrapped), 64))
+        path = _kubeconfig(
+            tmp_path,
+            {"server": server.url, "certificate-authority-data": _b64(pki.root.pem)},
+            {"client-certificate-data": wrapped, "client-key": str(key)},
+        )
+        mixed = kube.Client(kubeconfig.load(path))
+        server.reply(200, {"metadata": {"name": "s"}})
+        assert mixed.get_secret("ns", "s") == {"metadata": {"name": "s"}}
+        assert server.seen[1].client_cn == "ann"
         assert "Authorization" not in server.seen[0].headers
 
 
@@ -348,6 +362,19 @@ def test_a_proxy_url_gets_the_whole_url(server: api_server.Server) -> None:
     kube.Client(conn).get_namespace("x")
     assert server.seen[0].path == "http://api.example:6443/gw/api/v1/namespaces/x"
     assert server.seen[0].headers["Authorization"] == "Bearer t"
+    # A proxy URL's credentials go to the proxy (urllib3 does not send them by itself).
+    auth = kubeconfig.Connection("http://api.example:6443", proxy_url=server.url.replace(
+        "http://", "http://user:pa55@"), token="t")  # fmt: skip
+    kube.Client(auth).get_namespace("x")
+    headers = {k.lower(): v for k, v in server.seen[1].headers.items()}
+    assert headers["proxy-authorization"] == "Basic dXNlcjpwYTU1"
     socks = kubeconfig.Connection("http://api.example:6443", proxy_url="socks5://p:1080")
     with pytest.raises(kube.KubeError, match="only http"):
         kube.Client(socks).get_namespace("x")
+
+
+def test_a_malformed_server_url_is_a_kube_error_not_a_crash() -> None:
+    c = kube.Client(kubeconfig.Connection("https://[::1", token="t"))
+    with pytest.raises(kube.KubeError) as info:
+        c.get_namespace("x")
+    assert info.value.status == 0

@@ -140,17 +140,23 @@ class Store:
     def delete(self, kind: str, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         key = (kind, str(meta.get("namespace") or ""), str(meta.get("name")))
+        version = _version(obj)
         with self._lock:
-            gone = self._objects.pop(key, None)
-            if gone is not None:
-                self._release(gone)
+            kept = self._objects.get(key)
+            before = _version(kept) if kept is not None else None
+            # kopf handles each object (by uid) in a task of its own: a name deleted and made
+            # again may bring the new object's event before the old one's deletion.
+            if version is not None and before is not None and before > version:
+                return
+            if kept is not None:
+                del self._objects[key]
+                self._release(kept)
             names = self._by_namespace.get((kind, key[1]))
             if names is not None:
                 names.discard(key[2])
                 if not names:
                     del self._by_namespace[(kind, key[1])]
-            version = _version(obj)
-            if version is not None:
+            if version is not None and version > self._tombstones.get(key, -1):
                 self._tombstones[key] = version
                 if len(self._tombstones) > 10_000:  # only recent deletions can race a read
                     for old in list(self._tombstones)[:5_000]:

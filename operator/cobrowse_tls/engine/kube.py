@@ -32,7 +32,8 @@ TIMEOUT = urllib3.Timeout(connect=5, read=30)
 # urllib3's default, as with the kubernetes client: connection errors are retried, and read
 # errors of idempotent requests; never an HTTP status.
 RETRIES = 3
-# Many CRs reconcile in parallel threads; a small pool would serialize them.
+# Many CRs reconcile in parallel threads, each with up to two requests in flight (its outputs
+# are written at once); a smaller pool would discard connections and handshake anew.
 POOL_SIZE = 32
 # The API server names the manager of a non-apply write (managedFields) after this.
 USER_AGENT = f"{FIELD_MANAGER}/{__version__}"
@@ -153,8 +154,10 @@ class _Pool:
     """Connections to the one API server: a urllib3 connection pool (no PoolManager: it would
     parse every URL to pick the pool), or a ProxyManager for a kubeconfig's proxy-url."""
 
-    def __init__(self, conn: kubeconfig.Connection, context: ssl.SSLContext) -> None:
-        options: dict[str, Any] = {"maxsize": POOL_SIZE, "timeout": TIMEOUT, "retries": RETRIES}
+    def __init__(
+        self, conn: kubeconfig.Connection, context: ssl.SSLContext, size: int = POOL_SIZE
+    ) -> None:
+        options: dict[str, Any] = {"maxsize": size, "timeout": TIMEOUT, "retries": RETRIES}
         if conn.server.startswith("https:"):
             options["ssl_context"] = context
             options["cert_reqs"] = "CERT_NONE" if conn.insecure else "CERT_REQUIRED"
@@ -167,7 +170,12 @@ class _Pool:
         if conn.proxy_url:
             if not conn.proxy_url.startswith(("http://", "https://")):
                 raise kubeconfig.ConfigError(f"proxy-url {conn.proxy_url}: only http(s) proxies")
-            self._proxy = urllib3.ProxyManager(conn.proxy_url, num_pools=2, **options)
+            # urllib3 sends no credentials of a proxy URL by itself (kopf's aiohttp does).
+            proxy = urllib3.util.parse_url(conn.proxy_url)
+            headers = urllib3.make_headers(proxy_basic_auth=proxy.auth) if proxy.auth else None
+            self._proxy = urllib3.ProxyManager(
+                conn.proxy_url, num_pools=2, proxy_headers=headers, **options
+            )
             self._prefix = conn.server  # a proxy is sent the whole URL
         else:
             self._direct = urllib3.connection_from_url(conn.server, **options)
@@ -193,13 +201,13 @@ class _Pool:
 class Client:
     """Typed-enough access to the objects the operator reads and writes."""
 
-    def __init__(self, connection: kubeconfig.Connection) -> None:
+    def __init__(self, connection: kubeconfig.Connection, pool_size: int = POOL_SIZE) -> None:
         self.connection = connection
+        self.pool_size = pool_size
         self._lock = threading.Lock()
-        # The pool, built on first use, and the exec plugin's client certificate it was
-        # built with: a new certificate needs new TLS connections.
-        self._pool: _Pool | None = None
-        self._pool_cert: bytes | None = None
+        # The pool, built on first use, with the exec plugin's client certificate it was built
+        # with (a new certificate needs new TLS connections): one attribute, read at once.
+        self._pool: tuple[_Pool, bytes | None] | None = None
         self.writes = 0  # every write request, also for the metric: the idle target is zero
         # resourceVersion of each object as our last apply left it: its watch event is an
         # echo of our own write and needs no reconcile.
@@ -217,16 +225,18 @@ class Client:
     # -- HTTP -------------------------------------------------------------------------------
 
     def _http(self, cred: kubeconfig.Credentials) -> _Pool:
-        pool = self._pool
-        if pool is not None and cred.cert_pem == self._pool_cert:
-            return pool
+        built = self._pool
+        if built is not None and cred.cert_pem == built[1]:
+            return built[0]
         with self._lock:
-            if self._pool is None or cred.cert_pem != self._pool_cert:
-                if self._pool is not None:
-                    self._pool.close()
-                self._pool = _Pool(self.connection, self.connection.ssl_context(cred))
-                self._pool_cert = cred.cert_pem
-            return self._pool
+            built = self._pool
+            if built is None or cred.cert_pem != built[1]:
+                if built is not None:
+                    built[0].close()
+                context = self.connection.ssl_context(cred)
+                built = (_Pool(self.connection, context, self.pool_size), cred.cert_pem)
+                self._pool = built
+            return built[0]
 
     def _call(
         self,
@@ -245,6 +255,8 @@ class Client:
                 pool = self._http(cred)
             except kubeconfig.ConfigError as exc:
                 raise KubeError(0, f"no credentials for the API server: {exc}") from None
+            except (ValueError, urllib3.exceptions.HTTPError) as exc:  # a malformed server URL
+                raise KubeError(0, f"API server not reachable: {exc}") from None
             headers = {**_HEADERS, **self.connection.headers(cred)}
             if payload is not None:
                 headers["Content-Type"] = content_type

@@ -234,6 +234,10 @@ class Connection:
             context.verify_mode = ssl.CERT_NONE
         cert_pem, key_pem = cred.cert_pem or self.cert_pem, cred.key_pem or self.key_pem
         try:
+            if (cert_pem or key_pem) and (self.cert_file or self.key_file):
+                # One half as data, the other as a file: client-go takes that mix too.
+                cert_pem = cert_pem or Path(str(self.cert_file)).read_bytes()
+                key_pem = key_pem or Path(str(self.key_file)).read_bytes()
             if cert_pem and key_pem:
                 _load_chain_from_memory(context, cert_pem, key_pem)
             elif self.cert_file and self.key_file:
@@ -424,7 +428,8 @@ def _data(where: str, stanza: Mapping[str, Any], key: str) -> bytes | None:
     if not value:
         return None
     try:
-        return base64.b64decode(str(value), validate=True)
+        # Go's decoder, client-go's, skips line breaks (a YAML block scalar wraps the text).
+        return base64.b64decode("".join(str(value).split()), validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError(f"{where}: {key} is not base64") from None
 

@@ -268,7 +268,8 @@ def main(argv: Iterable[str]) -> int:
     # Imported for their registrations with kopf's default registry.
     from cobrowse_tls.engine import handlers
 
-    client = kube.Client(connection)
+    # Each reconcile may have two requests in flight (engine/act.py writes its outputs at once).
+    client = kube.Client(connection, pool_size=max(kube.POOL_SIZE, 2 * args.workers + 4))
     settings = settings_mod.Settings(
         expiry_window=timedelta(days=args.expiry_window),
         restart_window=timedelta(seconds=args.restart_window),
