@@ -388,6 +388,13 @@ def test_kopf_logs_in_with_the_same_settings(tmp_path: Path, pki: pki_module.PKI
     assert (info.token, info.scheme, info.insecure) == (None, None, False)
     info.as_ssl_context()  # kopf accepts the PEM data as it is
 
+    # A bundle with comments in other scripts: kopf reads PEM as ASCII, so only the blocks go.
+    bundle = "# Größte Wurzel\n".encode() + pki.root.pem
+    info = login(write_config(tmp_path / "kc", user, {"certificate-authority-data": b64(bundle)}))
+    assert info.ca_data is not None
+    assert info.ca_data.strip() == pki.root.pem.strip()
+    info.as_ssl_context()
+
     (tmp_path / "token").write_text("tok")
     info = login(
         write_config(

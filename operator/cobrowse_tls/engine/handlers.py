@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -60,10 +61,18 @@ def login(memo: Memo, **_: Any) -> kopf.ConnectionInfo:
 
 def _pem(data: bytes | None) -> bytes | None:
     # kopf takes PEM that starts with its BEGIN line as it is and base64-decodes anything else
-    # (a CA bundle with text before its first certificate, for one).
-    if data is None or data.startswith(b"-----BEGIN "):
+    # (a CA bundle with text before its first certificate, for one); it reads either as ASCII,
+    # so a bundle's comments in other scripts (system bundles have them) are left out.
+    if data is None:
+        return None
+    if not data.isascii():
+        data = b"".join(m.group(0) + b"\n" for m in _PEM_BLOCK.finditer(data))
+    if data.startswith(b"-----BEGIN "):
         return data
     return base64.b64encode(data)
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN [A-Z0-9 ]+-----[A-Za-z0-9+/=\s]+-----END [A-Z0-9 ]+-----")
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
