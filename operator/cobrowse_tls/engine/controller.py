@@ -159,12 +159,9 @@ class Controller:
             self._set_refs(key, set())
             metrics.forget(key)
             return
-        body = dict(obj)
-        # managedFields is often the largest part of an object and the reconciler never
-        # reads it: with thousands of CRs cached, keeping it would dominate our memory.
-        body["metadata"] = {
-            k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"
-        }
+        # Kept until the CR's next event, compacted like the store's objects (no managedFields,
+        # shared short strings): with thousands of CRs their bodies would dominate our memory.
+        body = cache.compact(obj)
         self.bodies[key] = body
         self._set_refs(key, _source_refs(body))
         meta = body.get("metadata", {})

@@ -220,8 +220,7 @@ async def daemon_set_deleted(event: kopf.RawEvent, memo: Memo, **_: Any) -> None
 
 @kopf.on.event(models.GROUP, models.VERSION, models.PLURAL)
 async def cobrowse_tls_event(event: kopf.RawEvent, memo: Memo, **_: Any) -> None:
-    # Kept until the next event of the CR: compacted like the store's objects.
-    memo.controller.on_cobrowse_tls(event["type"], cache.compact(event["object"]))
+    memo.controller.on_cobrowse_tls(event["type"], event["object"])
 
 
 @kopf.on.event("", "v1", "secrets", when=_deleted)
