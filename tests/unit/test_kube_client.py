@@ -62,6 +62,61 @@ def test_apply_is_a_forced_server_side_apply_with_our_field_manager(
     )
 
 
+def _output(version: str, **changes: object) -> dict[str, object]:
+    """A ConfigMap as the watch shows it after our apply (or someone's edit: ``changes``)."""
+    meta: dict[str, object] = {
+        "name": "o",
+        "namespace": "ns",
+        "resourceVersion": version,
+        "labels": {"app": "cb", "team": "theirs"},
+        "annotations": {"hash": "h1"},
+        "ownerReferences": [{"uid": "u1", "name": "cb"}],
+        "managedFields": [{"manager": kube.FIELD_MANAGER}],
+    }
+    obj: dict[str, object] = {"kind": "ConfigMap", "metadata": meta, "data": {"k": "v"}}
+    for path, value in changes.items():
+        target, key = (meta, path[5:]) if path.startswith("meta_") else (obj, path)
+        target[key] = value
+    return obj
+
+
+def test_the_echo_of_an_apply_is_known_by_its_content_before_the_response_is_in(
+    server: api_server.Server,
+) -> None:
+    # The watch may deliver our write before the apply's response: its resourceVersion is
+    # not known then, its content is. An edit by someone else (drift) is not an echo.
+    server.reply(200, {"kind": "ConfigMap", "metadata": {"name": "o", "resourceVersion": "9"}})
+    c = client(server)
+    c.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "o",
+                "namespace": "ns",
+                "labels": {"app": "cb"},
+                "annotations": {"hash": "h1"},
+                "ownerReferences": [{"uid": "u1", "name": "cb"}],
+            },
+            "data": {"k": "v"},
+        }
+    )
+    assert c.is_own_write("ConfigMap", _output("8"))  # fields of others do not count
+    assert c.is_own_write("ConfigMap", _output("9", data={"k": "edited"}))  # by version
+    for drift in (
+        {"data": {"k": "edited"}},
+        {"data": {"k": "v", "extra": "x"}},
+        {"binaryData": {"b": "AA=="}},
+        {"meta_labels": {"team": "theirs"}},
+        {"meta_annotations": {"hash": "h2"}},
+        {"meta_ownerReferences": []},
+    ):
+        assert not c.is_own_write("ConfigMap", _output("10", **drift)), drift
+    assert not c.is_own_write("Secret", _output("8"))  # another kind, never applied
+    c.forget("ConfigMap", "ns", "o")
+    assert not c.is_own_write("ConfigMap", _output("8"))
+
+
 @pytest.mark.parametrize(
     ("kind", "path"),
     [

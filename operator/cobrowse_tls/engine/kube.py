@@ -8,6 +8,7 @@ Connection settings (kubeconfig or in-cluster) come from engine/kubeconfig.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import ssl
@@ -15,7 +16,7 @@ import threading
 import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import urllib3
 
@@ -198,6 +199,45 @@ class _Pool:
             self._proxy.clear()
 
 
+class _Shape(NamedTuple):
+    """The fields an apply sets: top-level fields, label and annotation keys, owner uids.
+    binaryData always counts: any there is drift (core/decide.needs_apply), as it was not set."""
+
+    fields: tuple[str, ...]
+    labels: tuple[str, ...]
+    annotations: tuple[str, ...]
+    owners: tuple[str, ...]
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> _Shape:
+        meta = obj.get("metadata") or {}
+        return cls(
+            tuple(sorted({*obj, "binaryData"} - {"apiVersion", "kind", "metadata"})),
+            tuple(sorted(meta.get("labels") or {})),
+            tuple(sorted(meta.get("annotations") or {})),
+            tuple(sorted(str(ref.get("uid")) for ref in meta.get("ownerReferences") or ())),
+        )
+
+    def digest(self, obj: Mapping[str, Any]) -> bytes:
+        """``obj``'s values in these fields (fields others add are left out)."""
+        meta = obj.get("metadata") or {}
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        uids = {str(ref.get("uid")) for ref in meta.get("ownerReferences") or ()}
+        seen = [
+            [obj.get(k) for k in self.fields],
+            [labels.get(k) for k in self.labels],
+            [annotations.get(k) for k in self.annotations],
+            [uid in uids for uid in self.owners],
+        ]
+        return hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).digest()
+
+
+class _Applied(NamedTuple):
+    shape: _Shape
+    digest: bytes
+    version: str | None  # None until the apply's response is in
+
+
 class Client:
     """Typed-enough access to the objects the operator reads and writes."""
 
@@ -209,9 +249,11 @@ class Client:
         # with (a new certificate needs new TLS connections): one attribute, read at once.
         self._pool: tuple[_Pool, bytes | None] | None = None
         self.writes = 0  # every write request, also for the metric: the idle target is zero
-        # resourceVersion of each object as our last apply left it: its watch event is an
-        # echo of our own write and needs no reconcile.
-        self._applied: dict[tuple[str, str, str], str] = {}
+        # What our last apply of each object left: its resourceVersion (once the response is
+        # in) and a digest of the fields it sets. A watch event showing either is the echo of
+        # our own write and needs no reconcile; the digest also catches the echo that comes
+        # before the apply's response (its resourceVersion is not known yet then).
+        self._applied: dict[tuple[str, str, str], _Applied] = {}
         # Leader election's write fence: every write checks it just before it is sent.
         self.fence: Fence | None = None
 
@@ -339,6 +381,11 @@ class Client:
         kind = obj["kind"]
         group, plural = _APPLIED[kind]
         self._wrote()
+        key = (kind, meta["namespace"], meta["name"])
+        shape = _Shape.of(obj)
+        mine = _Applied(shape, shape.digest(obj), None)
+        with self._lock:
+            self._applied[key] = mine
         result: dict[str, Any] = self._call(
             "PATCH",
             _ns(group, meta["namespace"], plural, meta["name"]),
@@ -347,17 +394,23 @@ class Client:
             APPLY,
         )
         with self._lock:
-            self._applied[(kind, meta["namespace"], meta["name"])] = str(
-                result["metadata"]["resourceVersion"]
-            )
+            if self._applied.get(key) is mine:  # not replaced by a later apply meanwhile
+                self._applied[key] = mine._replace(
+                    version=str(result["metadata"]["resourceVersion"])
+                )
         return result
 
     def is_own_write(self, kind: str, obj: Mapping[str, Any]) -> bool:
-        """Whether this state of the object is exactly what our last apply left."""
+        """Whether this state of the object is what our last apply of it left: the same
+        resourceVersion, or the same values in every field that apply sets."""
         meta = obj.get("metadata", {})
         with self._lock:
-            version = self._applied.get((kind, meta.get("namespace"), meta.get("name")))
-        return version is not None and version == meta.get("resourceVersion")
+            applied = self._applied.get((kind, meta.get("namespace"), meta.get("name")))
+        if applied is None:
+            return False
+        if applied.version is not None and applied.version == meta.get("resourceVersion"):
+            return True
+        return applied.shape.digest(obj) == applied.digest
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
