@@ -291,6 +291,77 @@ class Figures:
     writes_per_object: float | None = None
     idle_writes: int | None = None
     loads: dict[str, str] = field(default_factory=dict)
+    path: CreatePath | None = None
+
+
+@dataclass
+class CreatePath:
+    """Where create -> Ready goes, from the API server's audit log: p50 of each step (ms)
+    over the latency samples, each step on its own (their p50s need not add up)."""
+
+    react: float  # the CR created -> the tool's first output write received
+    outputs: float  # first output write received -> the last one answered
+    gap: float  # outputs answered -> the status write received
+    status: float  # the status write on the server
+    total: float  # the CR created -> its status written
+    server: float  # outputs + status: the API server's part alone, as if the tool took no time
+    samples: int
+
+
+def create_path(
+    audit_log: Path, user: str, resource: str, out_ns: str, since: float
+) -> CreatePath | None:
+    """The create path of the CRs named lat-* that were created after ``since`` (Unix time):
+    ``user``'s output writes (Secrets, ConfigMaps in ``out_ns`` named after the CR) and its
+    status write, timed by the API server."""
+    if not audit_log.exists():
+        return None
+
+    def stamp(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000
+
+    created: dict[str, float] = {}
+    writes: list[tuple[str, str, str, float, float]] = []  # (kind, namespace, name, in, out)
+    for line in audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        ref = entry.get("objectRef") or {}
+        name = ref.get("name") or ""
+        began, done = stamp(entry["requestReceivedTimestamp"]), stamp(entry["stageTimestamp"])
+        if began / 1000 < since:
+            continue
+        if entry["verb"] == "create" and ref.get("resource") == resource:
+            # lat-0 is the warm-up (not among the latency samples either)
+            if name.startswith("lat-") and name != "lat-0" and name not in created:
+                created[name] = done
+        elif entry["user"]["username"] == user and entry["verb"] in ("patch", "update"):
+            kind = ref.get("resource", "") + (
+                "/" + ref["subresource"] if "subresource" in ref else ""
+            )
+            writes.append((kind, ref.get("namespace") or "", name, began, done))
+    rows: list[tuple[float, ...]] = []
+    for cr, t0 in created.items():
+        outs = [
+            w for w in writes
+            if w[0] in ("secrets", "configmaps") and w[1] == out_ns
+            and (w[2] == cr or w[2].startswith(cr + "-")) and w[3] >= t0
+        ]  # fmt: skip
+        status = [w for w in writes if w[0] == f"{resource}/status" and w[2] == cr and w[3] >= t0]
+        if not outs or not status:
+            continue
+        first = min(w[3] for w in outs)
+        outs = [w for w in outs if w[3] < first + 1000]  # this create's, not a later repair
+        last = max(w[4] for w in outs)
+        s = min(status, key=lambda w: w[3])
+        rows.append((first - t0, last - first, s[3] - last, s[4] - s[3], s[4] - t0))
+    if not rows:
+        return None
+
+    def mid(i: int) -> float:
+        return p50([r[i] for r in rows]) or 0.0
+
+    return CreatePath(
+        mid(0), mid(1), mid(2), mid(3), mid(4), p50([r[1] + r[3] for r in rows]) or 0.0, len(rows)
+    )
 
 
 def timed(
@@ -435,8 +506,10 @@ def run_trust_manager(
             return t_out - t0
 
         print("trust-manager:", flush=True)
+        since = time.time()
         timed("create -> output correct", fig, fig.create_output, n, create)
         print(f"  create -> Ready (Synced): {triple(fig.create_ready)}", flush=True)
+        fig.path = create_path(local.audit_log, TM_USER, TM_PLURAL, "bench-tm-lat", since)
 
         c.put_secret(TRUST_NS, "ca-rot", {"ca.crt": new_ca("TM Rotation 0")})
         first = maps.expect("bench-tm-rot/rot", lambda o: bool((o.get("data") or {}).get("ca.pem")))
@@ -598,8 +671,10 @@ def run_ours(
             f"this operator (provider {provider}):",
             flush=True,
         )
+        since = time.time()
         timed("create -> output correct", fig, fig.create_output, n, create)
         print(f"  create -> Ready: {triple(fig.create_ready)}", flush=True)
+        fig.path = create_path(local.audit_log, bo.OPERATOR_USER, models.PLURAL, ns_lat, since)
 
         c.put_secret(ns_rot, "ca-rot", {"ca.crt": new_ca("Ours Rotation 0")})
         first = crs.expect(f"{ns_rot}/rot", condition_true("Ready"))
@@ -803,10 +878,49 @@ def print_table(ours: Figures, tm: Figures, bulk: int, notes: list[str]) -> None
             print(
                 f"- load averages ({tool}): " + "; ".join(f"{k}: {v}" for k, v in fig.loads.items())
             )
+    print_path(ours.path, tm.path)
     print_targets(ours, tm)
     a, b = p50(ours.create_ready), p50(tm.create_ready)
     value = f"{a / b:.2f}" if a and b else "n/a"
     print(f"ratio create->ready p50 ours/trust-manager: {value}", flush=True)
+
+
+def print_path(ours: CreatePath | None, tm: CreatePath | None) -> None:
+    """The create path step by step, as the API server timed it, and its floor: what the
+    server alone takes for our writes against trust-manager's whole path."""
+    if ours is None and tm is None:
+        return
+    steps = [
+        ("the CR created -> first output write received (the tool's reaction)", "react"),
+        ("output write(s) on the server (ours: Secret and ConfigMap at once)", "outputs"),
+        ("outputs written -> status write received", "gap"),
+        ("status write on the server", "status"),
+        ("the CR created -> its status written", "total"),
+        ("the API server alone: output write(s) + status write", "server"),
+    ]
+
+    def cell(path: CreatePath | None, attr: str) -> str:
+        return "n/a" if path is None else f"{getattr(path, attr):.1f} ms"
+
+    print("\nwhere create -> Ready goes (API server's audit log; p50 of each step on its own):")
+    print("| step | this project | trust-manager |")
+    print("| --- | --- | --- |")
+    for label, attr in steps:
+        print(f"| {label} | {cell(ours, attr)} | {cell(tm, attr)} |")
+    if ours is not None and tm is not None:
+        verdict = "above" if ours.server > tm.total else "below"
+        print(
+            f"floor: the API server alone takes {ours.server:.1f} ms for our writes on the way to"
+            f" Ready, {verdict} trust-manager's whole path from create to status written"
+            f" ({tm.total:.1f} ms); samples {ours.samples} / {tm.samples}"
+        )
+        # The tool's own time on the path: what the server does not account for.
+        budget = tm.total - ours.server
+        print(
+            f"our own time on the path (reaction + gap): {ours.react + ours.gap:.1f} ms,"
+            f" trust-manager's: {tm.react + tm.gap:.1f} ms; to reach Ready no later than"
+            f" trust-manager, ours would have to be at most {max(budget, 0):.1f} ms"
+        )
 
 
 def print_targets(ours: Figures, tm: Figures) -> None:
