@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,41 +82,67 @@ def _output(version: str, **changes: object) -> dict[str, object]:
     return obj
 
 
+def _applied(data: str = "v") -> dict[str, object]:
+    """The ConfigMap of _output as we apply it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "o",
+            "namespace": "ns",
+            "labels": {"app": "cb"},
+            "annotations": {"hash": "h1"},
+            "ownerReferences": [{"uid": "u1", "name": "cb"}],
+        },
+        "data": {"k": data},
+    }
+
+
 def test_the_echo_of_an_apply_is_known_by_its_content_before_the_response_is_in(
     server: api_server.Server,
 ) -> None:
     # The watch may deliver our write before the apply's response: its resourceVersion is
     # not known then, its content is. An edit by someone else (drift) is not an echo.
-    server.reply(200, {"kind": "ConfigMap", "metadata": {"name": "o", "resourceVersion": "9"}})
+    rv9 = {"kind": "ConfigMap", "metadata": {"name": "o", "resourceVersion": "9"}}
+    server.reply(200, rv9, delay=3)  # the answer comes late; the echo is checked meanwhile
     c = client(server)
-    c.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": "o",
-                "namespace": "ns",
-                "labels": {"app": "cb"},
-                "annotations": {"hash": "h1"},
-                "ownerReferences": [{"uid": "u1", "name": "cb"}],
-            },
-            "data": {"k": "v"},
-        }
-    )
-    assert c.is_own_write("ConfigMap", _output("8"))  # fields of others do not count
-    assert c.is_own_write("ConfigMap", _output("9", data={"k": "edited"}))  # by version
-    for drift in (
+    applying = threading.Thread(target=c.apply, args=(_applied(),))
+    applying.start()
+    deadline = time.monotonic() + 10
+    while not server.seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.seen
+    assert applying.is_alive()
+    assert c.is_own_write("ConfigMap", _output("9"))  # fields of others do not count
+    assert not c.is_own_write("ConfigMap", _output("9", data={"k": "edited"}))
+    applying.join()
+    assert c.is_own_write("ConfigMap", _output("9", data={"k": "edited"}))  # now by version
+    drifts: list[dict[str, object]] = [
         {"data": {"k": "edited"}},
         {"data": {"k": "v", "extra": "x"}},
         {"binaryData": {"b": "AA=="}},
         {"meta_labels": {"team": "theirs"}},
         {"meta_annotations": {"hash": "h2"}},
         {"meta_ownerReferences": []},
-    ):
+    ]
+    for drift in drifts:
         assert not c.is_own_write("ConfigMap", _output("10", **drift)), drift
     assert not c.is_own_write("Secret", _output("8"))  # another kind, never applied
     c.forget("ConfigMap", "ns", "o")
     assert not c.is_own_write("ConfigMap", _output("8"))
+
+
+def test_a_failed_apply_leaves_the_last_one_that_landed_as_the_echo(
+    server: api_server.Server,
+) -> None:
+    server.reply(200, {"kind": "ConfigMap", "metadata": {"name": "o", "resourceVersion": "9"}})
+    server.reply(500, {"kind": "Status", "code": 500, "message": "etcdserver: timeout"})
+    c = client(server)
+    c.apply(_applied("v"))
+    with pytest.raises(kube.KubeError):
+        c.apply(_applied("never-written"))
+    assert c.is_own_write("ConfigMap", _output("10"))  # what landed, by content
+    assert not c.is_own_write("ConfigMap", _output("10", data={"k": "never-written"}))
 
 
 @pytest.mark.parametrize(

@@ -385,14 +385,24 @@ class Client:
         shape = _Shape.of(obj)
         mine = _Applied(shape, shape.digest(obj), None)
         with self._lock:
+            before = self._applied.get(key)
             self._applied[key] = mine
-        result: dict[str, Any] = self._call(
-            "PATCH",
-            _ns(group, meta["namespace"], plural, meta["name"]),
-            {"fieldManager": FIELD_MANAGER, "force": "true"},
-            dict(obj),
-            APPLY,
-        )
+        try:
+            result: dict[str, Any] = self._call(
+                "PATCH",
+                _ns(group, meta["namespace"], plural, meta["name"]),
+                {"fieldManager": FIELD_MANAGER, "force": "true"},
+                dict(obj),
+                APPLY,
+            )
+        except KubeError:
+            with self._lock:  # nothing landed: the last apply that did is what the echo shows
+                if self._applied.get(key) is mine:
+                    if before is None:
+                        del self._applied[key]
+                    else:
+                        self._applied[key] = before
+            raise
         with self._lock:
             if self._applied.get(key) is mine:  # not replaced by a later apply meanwhile
                 self._applied[key] = mine._replace(
