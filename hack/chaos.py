@@ -51,6 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bench_operator as bo
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -255,23 +256,7 @@ class Trial:
             lambda: raw(core.read_namespaced_service_account, "default", self.ns),
         )
         for j, name in enumerate(self.names):
-            labels = {"app": f"web-{j}"}
-            dep = {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": f"web-{j}", "namespace": self.ns},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {
-                            "nodeSelector": {"kubernetes.io/os": "linux"},
-                            "containers": [{"name": "c", "image": "genesys/cobrowse:test"}],
-                        },
-                    },
-                },
-            }
+            dep = bo.deployment(self.ns, f"web-{j}")
             retrying("deployment", lambda: raw(apps.create_namespaced_deployment, self.ns, dep))  # noqa: B023 - called at once
             if j % 2:
                 self.run.apply(

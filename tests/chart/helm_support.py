@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -97,3 +99,58 @@ def one(objs: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
     found = by_kind(objs, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
+
+
+class Release:
+    """One helm release of the chart on a test cluster (``kubeconfig``); ``base`` are the
+    --set values every install passes before the test's own."""
+
+    def __init__(
+        self, helm: str, kubeconfig: Path, namespace: str, prefix: str, *base: str
+    ) -> None:
+        self.helm = helm
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.base = base
+        self.installed = False
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-cobrowse-tls-operator"
+
+    def run(self, *args: str, check: bool = True) -> str:
+        return run_helm(
+            self.helm, *args, "--namespace", self.namespace,
+            "--kubeconfig", str(self.kubeconfig), check=check,
+        ).stdout  # fmt: skip
+
+    def install(self, *sets: str) -> str:
+        args = [a for s in (*self.base, *sets) for a in ("--set", s)]
+        # --wait: the Deployment really becomes available.
+        out = self.run("install", self.name, str(CHART), *args, "--wait", "--timeout", "180s")
+        self.installed = True
+        return out
+
+    def upgrade(self, *sets: str) -> str:
+        args = [a for s in sets for a in ("--set", s)]
+        return self.run(
+            "upgrade", self.name, str(CHART), "--reuse-values", *args, "--wait", "--timeout", "180s"
+        )
+
+    def uninstall(self) -> None:
+        self.run("uninstall", self.name, "--wait", "--timeout", "180s")
+        self.installed = False
+
+
+_R = TypeVar("_R", bound=Release)
+
+
+@contextlib.contextmanager
+def installed_after(release: _R) -> Iterator[_R]:
+    """``release``, uninstalled afterwards when a test left it installed."""
+    try:
+        yield release
+    finally:
+        if release.installed:
+            release.run("uninstall", release.name, "--wait", check=False)

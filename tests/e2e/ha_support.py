@@ -23,7 +23,7 @@ from kubernetes import client, config
 from cobrowse_tls import render_cli
 from cobrowse_tls.core import restart_plan
 from cobrowse_tls.devcluster import LocalCluster, faults
-from e2e.operator_support import Api, condition, wait_for
+from e2e.operator_support import Api, condition, deployment, wait_for
 
 # Short but valid timings (the defaults are 15/10/2): fail-over within seconds.
 LEASE_DURATION = 4.0
@@ -153,24 +153,7 @@ def holder(fc: FaultCluster, namespace: str) -> str | None:
 
 
 def create_deployment(fc: FaultCluster, namespace: str, name: str) -> None:
-    labels = {"app": name}
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": {"kubernetes.io/os": "linux"},
-                    "containers": [{"name": "cobrowse", "image": "genesys/cobrowse:test"}],
-                },
-            },
-        },
-    }
-    raw(fc.apps().create_namespaced_deployment, namespace, body)
+    raw(fc.apps().create_namespaced_deployment, namespace, deployment(namespace, name))
 
 
 def pem_cr(namespace: str, name: str, source: str, workload: str) -> dict[str, Any]:

@@ -193,6 +193,29 @@ def cobrowse_tls(namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str
     }
 
 
+def deployment(
+    namespace: str, name: str, pod_spec: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A one-replica Deployment whose pods are labelled app=``name``; ``pod_spec`` defaults
+    to one container on the Linux nodes (a restart target on kwok or kind nodes)."""
+    labels = {"app": name}
+    if pod_spec is None:
+        pod_spec = {
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "containers": [{"name": "cobrowse", "image": "genesys/cobrowse:test"}],
+        }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": dict(pod_spec)},
+        },
+    }
+
+
 def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for cond in ((obj or {}).get("status") or {}).get("conditions") or ():
         if cond["type"] == type_:

@@ -23,13 +23,15 @@ from kubernetes import client, config
 from kubernetes.client import ApiException
 
 import pki as pkim
-from chart.helm_support import CHART, find_helm, run_helm
+from chart import helm_support
+from chart.helm_support import find_helm
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
     Api,
     OperatorProcess,
     cobrowse_tls,
     condition,
+    deployment,
     policy_denies,
     raw,
     secret,
@@ -96,55 +98,19 @@ def namespaces(core: client.CoreV1Api) -> Iterator[Namespaces]:
         ns.cleanup()
 
 
-class Release:
-    """One helm release of the chart on the test cluster."""
+class Release(helm_support.Release):
+    """One helm release of the chart on the test cluster, and what it holds."""
 
     def __init__(self, helm: str, cluster: E2ECluster, namespace: str) -> None:
-        self.helm = helm
+        # On kind, real nodes would run the chart's pod too (test_kind_pods.py tests that
+        # one): the local process stays the only operator.
+        base = ("replicaCount=0",) if cluster.backend == "kind" else ()
+        super().__init__(helm, cluster.kubeconfig, namespace, "cbtls", *base)
         self.cluster = cluster
-        self.namespace = namespace
-        self.name = f"cbtls-{uuid.uuid4().hex[:6]}"
-        self.installed = False
-
-    @property
-    def fullname(self) -> str:
-        return f"{self.name}-cobrowse-tls-operator"
-
-    def _helm(self, *args: str, check: bool = True) -> str:
-        return run_helm(
-            self.helm,
-            *args,
-            "--namespace",
-            self.namespace,
-            "--kubeconfig",
-            str(self.cluster.kubeconfig),
-            check=check,
-        ).stdout
-
-    def install(self, *sets: str) -> str:
-        if self.cluster.backend == "kind":
-            # Real nodes would run the chart's pod too (test_kind_pods.py tests that one): keep
-            # the local process the only operator.
-            sets = ("replicaCount=0", *sets)
-        args = [a for s in sets for a in ("--set", s)]
-        # --wait: the Deployment really becomes available (on a kwok node).
-        out = self._helm("install", self.name, str(CHART), *args, "--wait", "--timeout", "180s")
-        self.installed = True
-        return out
-
-    def upgrade(self, *sets: str) -> str:
-        args = [a for s in sets for a in ("--set", s)]
-        return self._helm(
-            "upgrade", self.name, str(CHART), "--reuse-values", *args, "--wait", "--timeout", "180s"
-        )
-
-    def uninstall(self) -> None:
-        self._helm("uninstall", self.name, "--wait", "--timeout", "180s")
-        self.installed = False
 
     def manifest_objects(self) -> set[tuple[str, str, str]]:
         """(kind, namespace, name) of what helm says the release holds right now."""
-        docs = yaml.safe_load_all(self._helm("get", "manifest", self.name))
+        docs = yaml.safe_load_all(self.run("get", "manifest", self.name))
         return {
             (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])
             for d in docs
@@ -171,14 +137,10 @@ class Release:
         return args[1:]
 
 
-@contextlib.contextmanager
-def release(helm: str, cluster: E2ECluster, namespace: str) -> Iterator[Release]:
-    r = Release(helm, cluster, namespace)
-    try:
-        yield r
-    finally:
-        if r.installed:
-            r._helm("uninstall", r.name, "--wait", check=False)
+def release(
+    helm: str, cluster: E2ECluster, namespace: str
+) -> contextlib.AbstractContextManager[Release]:
+    return helm_support.installed_after(Release(helm, cluster, namespace))
 
 
 def can(
@@ -222,27 +184,7 @@ def ready(api: Api, ns: str, name: str) -> dict[str, Any] | None:
 
 
 def create_deployment(apps: client.AppsV1Api, namespace: str, name: str) -> None:
-    labels = {"app": name}
-    raw(
-        apps.create_namespaced_deployment,
-        namespace,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "nodeSelector": {"kubernetes.io/os": "linux"},
-                        "containers": [{"name": "cobrowse", "image": "genesys/cobrowse:test"}],
-                    },
-                },
-            },
-        },
-    )
+    raw(apps.create_namespaced_deployment, namespace, deployment(namespace, name))
 
 
 def pem_cr(namespace: str, name: str, source: str, *workloads: str) -> dict[str, Any]:

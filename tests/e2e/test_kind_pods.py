@@ -25,9 +25,19 @@ from kubernetes import client
 from kubernetes.client import ApiException
 
 import pki as pkim
-from chart.helm_support import CHART, find_helm, run_helm
+from chart import helm_support
+from chart.helm_support import Release, find_helm
 from e2e.cluster_backends import E2ECluster
-from e2e.operator_support import Api, cobrowse_tls, condition, secret, secret_bytes, wait_for
+from e2e.operator_support import (
+    Api,
+    cobrowse_tls,
+    condition,
+    deployment,
+    raw,
+    secret,
+    secret_bytes,
+    wait_for,
+)
 
 RESTARTED_FOR = "tls.cobrowse.io/restarted-for"
 APPROVE = "tls.cobrowse.io/approve-restart"
@@ -132,56 +142,10 @@ def diag(request: pytest.FixtureRequest, cluster: E2ECluster) -> Iterator[Diagno
         d.cleanup()
 
 
-class Release:
+def release(cluster: E2ECluster, namespace: str) -> contextlib.AbstractContextManager[Release]:
     """A helm release of the chart with the real image."""
-
-    def __init__(self, cluster: E2ECluster, namespace: str) -> None:
-        self.helm = find_helm()
-        self.cluster = cluster
-        self.namespace = namespace
-        self.name = f"op-{uuid.uuid4().hex[:6]}"
-        self.installed = False
-
-    @property
-    def fullname(self) -> str:
-        return f"{self.name}-cobrowse-tls-operator"
-
-    def run(self, *args: str, check: bool = True) -> str:
-        return run_helm(
-            self.helm, *args, "--namespace", self.namespace,
-            "--kubeconfig", str(self.cluster.kubeconfig), check=check,
-        ).stdout  # fmt: skip
-
-    def install(self, *sets: str) -> str:
-        args = [a for s in (*image_values(), *sets) for a in ("--set", s)]
-        out = self.run("install", self.name, str(CHART), *args, "--wait", "--timeout", "180s")
-        self.installed = True
-        return out
-
-    def upgrade(self, *sets: str) -> str:
-        args = [a for s in sets for a in ("--set", s)]
-        return self.run(
-            "upgrade", self.name, str(CHART), "--reuse-values", *args, "--wait", "--timeout", "180s"
-        )
-
-    def uninstall(self) -> None:
-        self.run("uninstall", self.name, "--wait", "--timeout", "180s")
-        self.installed = False
-
-
-@contextlib.contextmanager
-def release(cluster: E2ECluster, namespace: str) -> Iterator[Release]:
-    r = Release(cluster, namespace)
-    try:
-        yield r
-    finally:
-        if r.installed:
-            r.run("uninstall", r.name, "--wait", check=False)
-
-
-def raw(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(call(*args, _preload_content=False, **kwargs).data)
-    return result
+    r = Release(find_helm(), cluster.kubeconfig, namespace, "op", *image_values())
+    return helm_support.installed_after(r)
 
 
 def operator_pods(cluster: E2ECluster, r: Release) -> list[dict[str, Any]]:
@@ -332,45 +296,32 @@ def server_pair(ca_name: str, namespace: str) -> tuple[pkim.CertKey, pkim.CertKe
 
 
 def tls_server(namespace: str) -> list[dict[str, Any]]:
-    labels = {"app": "tls-server"}
+    pod = {
+        "containers": [
+            {
+                "name": "openssl",
+                "image": standin_image(),
+                "command": SERVER_COMMAND,
+                "ports": [{"containerPort": SERVER_PORT}],
+                "volumeMounts": [{"name": "tls", "mountPath": "/tls"}],
+                "readinessProbe": {"tcpSocket": {"port": SERVER_PORT}},
+            }
+        ],
+        "volumes": [{"name": "tls", "secret": {"secretName": "tls-server"}}],
+    }
     return [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "tls-server", "namespace": namespace},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "openssl",
-                                "image": standin_image(),
-                                "command": SERVER_COMMAND,
-                                "ports": [{"containerPort": SERVER_PORT}],
-                                "volumeMounts": [{"name": "tls", "mountPath": "/tls"}],
-                                "readinessProbe": {"tcpSocket": {"port": SERVER_PORT}},
-                            }
-                        ],
-                        "volumes": [{"name": "tls", "secret": {"secretName": "tls-server"}}],
-                    },
-                },
-            },
-        },
+        deployment(namespace, "tls-server", pod),
         {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": "tls-server", "namespace": namespace},
-            "spec": {"selector": labels, "ports": [{"port": SERVER_PORT}]},
+            "spec": {"selector": {"app": "tls-server"}, "ports": [{"port": SERVER_PORT}]},
         },
     ]
 
 
 def standin(namespace: str, name: str, cr: str) -> dict[str, Any]:
     """The Co-browse stand-in, mounting the outputs as examples/gitops/ (cobrowse-node.yaml)."""
-    labels = {"app": name}
     # Co-browse's start script sources setenv.sh; its JVM takes the trust store from it.
     start = (
         f". {CONFIG_DIR}/setenv.sh && exec java -XX:-UsePerfData"
@@ -378,41 +329,30 @@ def standin(namespace: str, name: str, cr: str) -> dict[str, Any]:
         ' -Djavax.net.ssl.trustStorePassword="${TRUSTSTORE_PASSWORD:-}"'
         " -cp /opt/standin TlsProbe"
     )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "terminationGracePeriodSeconds": 2,
-                    "containers": [
-                        {
-                            "name": "cobrowse",
-                            "image": standin_image(),
-                            "command": ["/bin/sh", "-c", start],
-                            "env": [
-                                {"name": "PROBE_HOST", "value": "tls-server"},
-                                {"name": "PROBE_PORT", "value": str(SERVER_PORT)},
-                                {"name": "PROBE_INTERVAL_MS", "value": "1000"},
-                            ],
-                            "volumeMounts": [
-                                {"name": "truststore", "mountPath": SECURITY_DIR, "readOnly": True},
-                                {"name": "security", "mountPath": CONFIG_DIR, "readOnly": True},
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {"name": "truststore", "secret": {"secretName": f"{cr}-truststore"}},
-                        {"name": "security", "configMap": {"name": f"{cr}-security"}},
-                    ],
-                },
-            },
-        },
+    pod = {
+        "terminationGracePeriodSeconds": 2,
+        "containers": [
+            {
+                "name": "cobrowse",
+                "image": standin_image(),
+                "command": ["/bin/sh", "-c", start],
+                "env": [
+                    {"name": "PROBE_HOST", "value": "tls-server"},
+                    {"name": "PROBE_PORT", "value": str(SERVER_PORT)},
+                    {"name": "PROBE_INTERVAL_MS", "value": "1000"},
+                ],
+                "volumeMounts": [
+                    {"name": "truststore", "mountPath": SECURITY_DIR, "readOnly": True},
+                    {"name": "security", "mountPath": CONFIG_DIR, "readOnly": True},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "truststore", "secret": {"secretName": f"{cr}-truststore"}},
+            {"name": "security", "configMap": {"name": f"{cr}-security"}},
+        ],
     }
+    return deployment(namespace, name, pod)
 
 
 def standin_cr(namespace: str, name: str, provider: str, workload: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from kubernetes.client import ApiException
 import pki as pkim
 from cobrowse_tls.api import models, stamps
 from cobrowse_tls.core import agent_manifest, render, restart_plan
+from e2e import operator_support
 from e2e.cluster_backends import E2ECluster
 from e2e.operator_support import (
     AGENT_IMAGE,
@@ -117,20 +118,9 @@ def apply_as(sa: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def deployment(ns: str) -> dict[str, Any]:
-    labels = {"app": "web"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "web", "image": "genesys/cobrowse:test"}]},
-            },
-        },
-    }
+    # A container named "web" with no node selector: the denied patches below name it.
+    pod = {"containers": [{"name": "web", "image": "genesys/cobrowse:test"}]}
+    return operator_support.deployment(ns, "web", pod)
 
 
 def test_secrets_and_config_maps(
