@@ -381,6 +381,30 @@ def test_act_posts_events_after_the_other_writes_and_those_before_a_failure() ->
     assert [r for r in fake.writes if r[0] == "event"] == [("event", "Event", "OutputsWritten")]
 
 
+def test_act_posts_a_fallback_event_only_when_a_later_write_fails() -> None:
+    # A new CR: Ready says what was written; OutputsWritten only if the status write fails
+    # (then Ready is not posted, and the retry's Ready cannot know what this one wrote).
+    writes: list[decide.Write] = [
+        decide.Apply({"kind": "Secret", "metadata": {"name": "a", "namespace": NS}}),
+        decide.Event("Normal", "OutputsWritten", "wrote a", fallback=True),
+        decide.PatchStatus({"observedGeneration": 1}),
+        decide.Event("Normal", "Ready", "Ready True; wrote a"),
+    ]
+    fake = cluster(cr())
+    act.act(fake, current(fake), writes)
+    assert [r for r in fake.writes if r[0] == "event"] == [("event", "Event", "Ready")]
+    fake = cluster(cr())
+    fake.fail("status", "CobrowseTLS", "cobrowse", kube.KubeError(500, "etcd timed out"))
+    with pytest.raises(kube.KubeError):
+        act.act(fake, current(fake), writes)
+    assert [r for r in fake.writes if r[0] == "event"] == [("event", "Event", "OutputsWritten")]
+    fake = cluster(cr())
+    fake.fail("apply", "Secret", "a", kube.KubeError(500, "etcd timed out"))
+    with pytest.raises(kube.KubeError):
+        act.act(fake, current(fake), writes)
+    assert [r for r in fake.writes if r[0] == "event"] == []  # nothing was written
+
+
 def test_act_posts_events_on_a_best_effort_basis() -> None:
     fake = cluster(cr())
     fake.fail("event", "Event", "OutputsWritten", kube.KubeError(500, "etcd timed out"))

@@ -101,11 +101,13 @@ class Apply:
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """An event on the CobrowseTLS."""
+    """An event on the CobrowseTLS. A ``fallback`` one is posted only when a later write of
+    the same reconcile fails: what it says is otherwise part of a later event."""
 
     type: str
     reason: str
     message: str
+    fallback: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +331,9 @@ def report(
 def _one_event_for_ready(writes: Sequence[Write], reported: Sequence[Write]) -> tuple[Write, ...]:
     """``writes`` then ``reported``, except that when the CR turns Ready as its outputs are
     written (a new CR, or one recovering), the `Ready` event also says what was written and
-    no `OutputsWritten` event of its own is posted: one event, one write less."""
+    the `OutputsWritten` event is a fallback, posted only if a write after the outputs (the
+    status) fails: then `Ready` is not posted, and the retry's `Ready` cannot say what this
+    reconcile wrote. One event, one write less, nothing lost."""
     wrote = next((w for w in writes if isinstance(w, Event) and w.reason == OUTPUTS_WRITTEN), None)
     ready = next(
         (w for w in reported if isinstance(w, Event) and w.reason == conditions.READY), None
@@ -338,7 +342,7 @@ def _one_event_for_ready(writes: Sequence[Write], reported: Sequence[Write]) -> 
         return (*writes, *reported)
     merged = Event(ready.type, ready.reason, f"{ready.message}; {wrote.message}")
     return (
-        *(w for w in writes if w is not wrote),
+        *(dataclasses.replace(w, fallback=True) if w is wrote else w for w in writes),
         *(merged if w is ready else w for w in reported),
     )
 

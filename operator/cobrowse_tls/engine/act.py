@@ -34,7 +34,9 @@ def act(
     # Events go after the other writes: no output, restart or status waits on an event's round
     # trip. When a write fails, the events decided before it are still posted (as they were
     # when events went in line), the later ones are not.
+    # A fallback event is posted only when a later write fails (core/decide.Event).
     due: list[decide.Event] = []
+    failed = True
     try:
         for step, events in _steps(writes):
             if len(step) != 1 or _is_output(step[0]):
@@ -42,9 +44,11 @@ def act(
             else:
                 _write(client, meta, step[0])
             due += events
+        failed = False
     finally:
         for event in due:
-            _event(client, body, event)
+            if failed or not event.fallback:
+                _event(client, body, event)
 
 
 def _is_output(write: decide.Write) -> bool:
