@@ -69,8 +69,8 @@ def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an object a reconcile reads, compacted: no managedFields, and of a workload
     that is not ours, not its pod spec (the restart step reads its template's annotations,
     replicas and status). The object given is not changed."""
-    out = dict(obj)
-    out["metadata"] = dict(obj.get("metadata") or {})
+    out = dict(obj)  # compact() below copies what is kept
+    out["metadata"] = obj.get("metadata") or {}
     out["kind"] = kind
     out.setdefault("apiVersion", API_VERSIONS[kind])
     labels = out["metadata"].get("labels") or {}

@@ -315,23 +315,21 @@ class Client:
             raise KubeError(response.status, _message(response))
         return json.loads(response.data or b"null")
 
-    def _optional(self, path: str) -> dict[str, Any] | None:
+    def _unless(
+        self, status: int, method: str, path: str, body: Any = None
+    ) -> dict[str, Any] | None:
+        """The answer, or None when the API answers ``status`` (404: not there; 409: someone
+        else's write came first)."""
         try:
-            result: dict[str, Any] = self._call("GET", path)
+            result: dict[str, Any] = self._call(method, path, body=body)
         except KubeError as exc:
-            if exc.status == 404:
+            if exc.status == status:
                 return None
             raise
         return result
 
-    def _unless_conflict(self, method: str, path: str, body: Any) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = self._call(method, path, body=body)
-        except KubeError as exc:
-            if exc.status == 409:
-                return None
-            raise
-        return result
+    def _optional(self, path: str) -> dict[str, Any] | None:
+        return self._unless(404, "GET", path)
 
     def _items(self, path: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._call("GET", path, query).get("items") or []
@@ -428,11 +426,7 @@ class Client:
 
     def delete_daemon_set(self, namespace: str, name: str) -> None:
         self._wrote()
-        try:
-            self._call("DELETE", _ns(_APPS, namespace, "daemonsets", name))
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
+        self._unless(404, "DELETE", _ns(_APPS, namespace, "daemonsets", name))
 
     def _custom(self, namespace: str, name: str, sub: str = "") -> str:
         group = f"/apis/{models.GROUP}/{models.VERSION}"
@@ -496,10 +490,10 @@ class Client:
 
     def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """The created Lease, or None when another candidate created it first."""
-        return self._unless_conflict("POST", _ns(_LEASES, namespace, "leases"), dict(body))
+        return self._unless(409, "POST", _ns(_LEASES, namespace, "leases"), dict(body))
 
     def replace_lease(
         self, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """The replaced Lease, or None when it changed since ``body``'s resourceVersion."""
-        return self._unless_conflict("PUT", _ns(_LEASES, namespace, "leases", name), dict(body))
+        return self._unless(409, "PUT", _ns(_LEASES, namespace, "leases", name), dict(body))
