@@ -267,6 +267,11 @@ def bench_scale(c: Cluster, watch: ReadyWatch, op: Operator, total: int, namespa
     print(f"operator peak RSS: {op.peak_rss_mb():.0f} MB   (target < 150 MB)", flush=True)
 
 
+def audit_stamp(text: str) -> float:
+    """An audit log timestamp (RFC 3339, microseconds) as Unix time."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def audit_writes(audit_log: Path | None, user: str, since: float) -> int | None:
     """Write requests by `user` in the API server's audit log after `since` (Unix time)."""
     if audit_log is None or not audit_log.exists():
@@ -276,8 +281,7 @@ def audit_writes(audit_log: Path | None, user: str, since: float) -> int | None:
         entry = json.loads(line)
         if entry.get("user", {}).get("username") != user:
             continue
-        stamp = datetime.fromisoformat(entry["requestReceivedTimestamp"].replace("Z", "+00:00"))
-        if stamp.timestamp() >= since:
+        if audit_stamp(entry["requestReceivedTimestamp"]) >= since:
             count += 1
     return count
 

@@ -317,18 +317,16 @@ def create_path(
     if not audit_log.exists():
         return None
 
-    def stamp(text: str) -> float:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000
-
     created: dict[str, float] = {}
     writes: list[tuple[str, str, str, float, float]] = []  # (kind, namespace, name, in, out)
     for line in audit_log.read_text().splitlines():
         entry = json.loads(line)
         ref = entry.get("objectRef") or {}
         name = ref.get("name") or ""
-        began, done = stamp(entry["requestReceivedTimestamp"]), stamp(entry["stageTimestamp"])
-        if began / 1000 < since:
+        began = bo.audit_stamp(entry["requestReceivedTimestamp"])
+        if began < since:
             continue
+        began, done = began * 1000, bo.audit_stamp(entry["stageTimestamp"]) * 1000
         if entry["verb"] == "create" and ref.get("resource") == resource:
             # lat-0 is the warm-up (not among the latency samples either)
             if name.startswith("lat-") and name != "lat-0" and name not in created:
